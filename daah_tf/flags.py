@@ -1,0 +1,177 @@
+"""Every command-line flag of `python -m daah_tf.train`, and flags -> RunConfig.
+
+Only this module and the entry points read FLAGS; the library receives dataclasses. Values are
+checked here (absl validators), so a bad value stops the program with a clear message before
+anything is written.
+"""
+
+import os
+
+from absl import flags
+
+from daah_tf.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from daah_tf.data.registry import DATASETS
+from daah_tf.losses import SIMILARITY_KINDS
+from daah_tf.models.daah import UPDATE_MODES
+from daah_tf.models.factory import ATTENTION_CHOICES
+from daah_tf.models.image_encoder import BACKBONES
+
+FLAGS = flags.FLAGS
+_DATA, _MODEL, _TRAIN = DataConfig(), ModelConfig(), TrainConfig()
+
+# Data.
+flags.DEFINE_enum("dataset", _DATA.dataset, DATASETS, "Which dataset to train on.")
+flags.DEFINE_string("data_dir", _DATA.data_dir, "Folder of the dataset's files (not synthetic).")
+flags.DEFINE_string("feature_cache", _DATA.feature_cache,
+                    "Folder written by tools/cache_features.py (with --image_backbone=precomputed).")
+flags.DEFINE_integer("image_size", _DATA.image_size,
+                     "Side of the square images fed to the CNN (224 for vgg19).", lower_bound=16)
+flags.DEFINE_integer("batch_size", _DATA.batch_size,
+                     "Pairs per batch; every in-batch triplet is used.", lower_bound=4)
+flags.DEFINE_float("validation_fraction", _DATA.validation_fraction,
+                   "Share of the training pairs held out for model selection.",
+                   lower_bound=0.0, upper_bound=0.9)
+flags.DEFINE_integer("seed", _DATA.seed, "Seed of splits, data order, augmentation and weights.")
+flags.DEFINE_boolean("skip_bad_rows", _DATA.skip_bad_rows,
+                     "Skip unreadable rows with a warning instead of stopping.")
+flags.DEFINE_integer("synthetic_pairs", _DATA.synthetic_pairs, "Synthetic dataset: pairs.",
+                     lower_bound=100)
+flags.DEFINE_integer("synthetic_classes", _DATA.synthetic_classes, "Synthetic dataset: labels.",
+                     lower_bound=2)
+flags.DEFINE_integer("text_vocab_size", _DATA.text_vocab_size,
+                     "Raw text: most frequent n-grams kept.", lower_bound=1)
+flags.DEFINE_integer("text_ngrams", _DATA.text_ngrams,
+                     "Raw text: n-grams of 1..N words (characters for Chinese/Japanese).",
+                     lower_bound=1, upper_bound=5)
+flags.DEFINE_integer("text_min_count", _DATA.text_min_count,
+                     "Raw text: minimum training count of a kept n-gram.", lower_bound=1)
+flags.DEFINE_boolean("augment", _DATA.augment, "Random crop and flip of training images.")
+
+# Model.
+flags.DEFINE_integer("bits", _MODEL.bits, "Code length q.", lower_bound=1, upper_bound=4096)
+flags.DEFINE_enum("image_backbone", _MODEL.image_backbone, BACKBONES, "Image network E^I.")
+flags.DEFINE_string("image_weights", _MODEL.image_weights,
+                    "vgg19 weights: imagenet, none, or a local weights file.")
+flags.DEFINE_list("cnn_filters", [str(f) for f in _MODEL.cnn_filters],
+                  "small_cnn: filters per conv block.")
+flags.DEFINE_list("image_hidden_units", [str(u) for u in _MODEL.image_hidden_units],
+                  "Image hash head: the two hidden layers (VGG fc6/fc7: 4096,4096).")
+flags.DEFINE_list("text_units", [str(u) for u in _MODEL.text_units],
+                  "Text encoder: the two dense layers.")
+flags.DEFINE_float("dropout", _MODEL.dropout, "Dropout in the dense layers.",
+                   lower_bound=0.0, upper_bound=0.9)
+flags.DEFINE_enum("attention", _MODEL.attention, ATTENTION_CHOICES,
+                  "adversarial: DAAH; none: codes from the whole features (ablation).")
+flags.DEFINE_boolean("adversarial", _MODEL.adversarial,
+                     "Train the attention adversarially (false: ablation, attention fixed).")
+flags.DEFINE_float("margin", _MODEL.margin, "Margin eps of the triplet ranking loss.",
+                   lower_bound=0.0)
+flags.DEFINE_enum("similarity", _MODEL.similarity, SIMILARITY_KINDS,
+                  "S(i,j) from labels: binary (share a label), count, cosine.")
+flags.DEFINE_enum("update", _MODEL.update, UPDATE_MODES,
+                  "alternating: the paper's schedule; simultaneous: one forward, both updates.")
+
+# Training.
+flags.DEFINE_string("model_dir", _TRAIN.model_dir,
+                    "Run directory; default runs/<dataset>_<bits>bit. Rerun to resume.")
+flags.DEFINE_integer("epochs", _TRAIN.epochs, "Training epochs.", lower_bound=1)
+flags.DEFINE_float("hash_learning_rate", _TRAIN.hash_learning_rate,
+                   "Adam learning rate of the hashing player (encoders, heads).", lower_bound=0.0)
+flags.DEFINE_float("attention_learning_rate", _TRAIN.attention_learning_rate,
+                   "Adam learning rate of the attention player.", lower_bound=0.0)
+flags.DEFINE_integer("eval_every", _TRAIN.eval_every,
+                     "Validation mAP every N epochs (model selection).", lower_bound=1)
+flags.DEFINE_integer("keep_checkpoints", _TRAIN.keep_checkpoints,
+                     "Latest checkpoints kept (the best is kept apart).", lower_bound=1)
+flags.DEFINE_integer("early_stopping_patience", _TRAIN.early_stopping_patience,
+                     "Stop after N evaluations without a better validation mAP (0: never).",
+                     lower_bound=0)
+flags.DEFINE_boolean("jit_compile", _TRAIN.jit_compile, "Compile the train step with XLA.")
+flags.DEFINE_enum("mixed_precision", _TRAIN.mixed_precision, ["none", "bfloat16", "float16"],
+                  "Mixed precision policy (float16 scales both players' losses).")
+flags.DEFINE_boolean("deterministic", _TRAIN.deterministic,
+                     "Enable TensorFlow op determinism (slower; exact reruns).")
+flags.DEFINE_integer("max_steps_per_epoch", _TRAIN.max_steps_per_epoch,
+                     "Cap on steps per epoch (0: the whole training split).", lower_bound=0)
+flags.DEFINE_integer("verbose", _TRAIN.verbose, "0: quiet, 1: progress bar, 2: a line an epoch.",
+                     lower_bound=0, upper_bound=2)
+
+
+def _positive_ints(name):
+    def check(values):
+        try:
+            return all(int(v) > 0 for v in values) and len(values) > 0
+        except ValueError:
+            return False
+
+    flags.register_validator(name, check, message=f"--{name} takes positive integers, e.g. 64,64")
+
+
+for _name in ("cnn_filters", "image_hidden_units", "text_units"):
+    _positive_ints(_name)
+flags.register_validator("text_units", lambda v: len(v) == 2,
+                         message="--text_units takes exactly two sizes, e.g. 512,256")
+flags.register_validator("image_hidden_units", lambda v: len(v) == 2,
+                         message="--image_hidden_units takes exactly two sizes, e.g. 4096,4096")
+
+
+@flags.multi_flags_validator(["dataset", "data_dir"],
+                             message="--data_dir is required for every dataset but synthetic")
+def _data_dir_given(values):
+    return values["dataset"] == "synthetic" or bool(values["data_dir"])
+
+
+@flags.multi_flags_validator(["image_backbone", "feature_cache", "dataset"],
+                             message="--feature_cache needs --image_backbone=precomputed")
+def _cache_needs_precomputed(values):
+    return not values["feature_cache"] or values["image_backbone"] == "precomputed"
+
+
+@flags.multi_flags_validator(["image_weights"],
+                             message="--image_weights: imagenet, none, or an existing file")
+def _weights_source(values):
+    source = values["image_weights"]
+    return source in ("imagenet", "none") or os.path.isfile(source)
+
+
+def default_model_dir(dataset, bits):
+    """runs/<dataset>_<bits>bit: the same command always finds (and resumes) the same run."""
+    return os.path.join("runs", f"{dataset}_{bits}bit")
+
+
+def config_from_flags():
+    """The RunConfig the parsed flags describe."""
+    ints = lambda values: tuple(int(v) for v in values)  # noqa: E731
+    data = DataConfig(
+        dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, feature_cache=FLAGS.feature_cache,
+        image_size=FLAGS.image_size, batch_size=FLAGS.batch_size,
+        validation_fraction=FLAGS.validation_fraction, seed=FLAGS.seed,
+        skip_bad_rows=FLAGS.skip_bad_rows, synthetic_pairs=FLAGS.synthetic_pairs,
+        synthetic_classes=FLAGS.synthetic_classes, text_vocab_size=FLAGS.text_vocab_size,
+        text_ngrams=FLAGS.text_ngrams, text_min_count=FLAGS.text_min_count,
+        augment=FLAGS.augment,
+    )
+    model = ModelConfig(
+        bits=FLAGS.bits, image_backbone=FLAGS.image_backbone, image_weights=FLAGS.image_weights,
+        cnn_filters=ints(FLAGS.cnn_filters), image_hidden_units=ints(FLAGS.image_hidden_units),
+        text_units=ints(FLAGS.text_units), dropout=FLAGS.dropout, attention=FLAGS.attention,
+        adversarial=FLAGS.adversarial, margin=FLAGS.margin, similarity=FLAGS.similarity,
+        update=FLAGS.update,
+    )
+    train = TrainConfig(
+        model_dir=FLAGS.model_dir or default_model_dir(FLAGS.dataset, FLAGS.bits),
+        epochs=FLAGS.epochs, hash_learning_rate=FLAGS.hash_learning_rate,
+        attention_learning_rate=FLAGS.attention_learning_rate, eval_every=FLAGS.eval_every,
+        keep_checkpoints=FLAGS.keep_checkpoints,
+        early_stopping_patience=FLAGS.early_stopping_patience, jit_compile=FLAGS.jit_compile,
+        mixed_precision=FLAGS.mixed_precision, deterministic=FLAGS.deterministic,
+        max_steps_per_epoch=FLAGS.max_steps_per_epoch, verbose=FLAGS.verbose,
+    )
+    return RunConfig(data=data, model=model, train=train)
+
+
+def effective_flags_text():
+    """This program's flags with their effective values, one `--name=value` a line: a flagfile
+    that reruns (and so resumes) the same run."""
+    own = FLAGS.get_flags_for_module(__name__)
+    return "".join(flag.serialize() + "\n" for flag in sorted(own, key=lambda f: f.name))

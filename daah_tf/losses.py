@@ -1,0 +1,169 @@
+"""The DAAH losses as pure functions (design.md, "Losses"), one per equation.
+
+Notation: a batch holds B pairs (I_i, T_i) with labels L_i; codes are real-valued hash-layer
+outputs H in (-1, 1)^q; ||.|| is the Euclidean distance between codes; eps is the margin.
+
+    (Eq. 1) F_{A->B} = mean over <i,j,k> with S(i,j) > S(i,k) of
+                       max(0, eps + ||H^A_i - H^B_j|| - ||H^A_i - H^B_k||)
+    (Eq. 2) L_ret = F_{T->I} + F_{I->T} + F_{I->I} + F_{T->T}      (attended codes)
+    (Eq. 3) L_adv = F_{T->I^} + F_{I->T^}                         (query attended,
+                                                                   database unattended)
+    (Eq. 4) F = L_ret + L_adv
+
+The paper writes a sum over triplets; we take the mean over the valid ones so that the loss scale
+does not depend on the batch size or the label density (the margin keeps its meaning). All
+functions compute in float32 whatever the codes' dtype, so mixed precision changes nothing here.
+"""
+
+import tensorflow as tf
+
+SIMILARITY_KINDS = ("binary", "count", "cosine")
+
+
+def label_similarity(labels_a, labels_b, kind="binary"):
+    """S(i, j) from multi-hot labels (design.md, "Similarity").
+
+    Args:
+        labels_a: (Na, L) multi-hot (0/1) labels.
+        labels_b: (Nb, L) multi-hot labels.
+        kind: "binary" (1 if any label is shared, else 0), "count" (number of shared labels) or
+            "cosine" (cosine of the label vectors). The ranking loss only compares S values, so
+            every kind is valid; the graded ones order partial matches.
+
+    Returns:
+        (Na, Nb) float32 similarity.
+    """
+    a = tf.cast(labels_a, tf.float32)
+    b = tf.cast(labels_b, tf.float32)
+    shared = tf.matmul(a, b, transpose_b=True)
+    if kind == "binary":
+        return tf.cast(shared > 0, tf.float32)
+    if kind == "count":
+        return shared
+    if kind == "cosine":
+        # sqrt(shared^2 / (|a|^2 |b|^2)): one rounding of exact integer counts, so equal cosines
+        # stay exactly equal (shared / (|a| |b|) rounds three times and can order a tie, e.g.
+        # 1/sqrt(1*3) vs 3/sqrt(9*3), adding triplets that S does not order). shared >= 0.
+        squared_norms = tf.reduce_sum(a * a, axis=1)[:, None] * tf.reduce_sum(b * b, axis=1)
+        return tf.sqrt(tf.math.divide_no_nan(shared * shared, squared_norms))
+    raise ValueError(f"similarity kind must be one of {SIMILARITY_KINDS}, got {kind!r}")
+
+
+def pairwise_euclidean(codes_a, codes_b):
+    """||H^A_i - H^B_j|| for every pair, with a finite gradient where two codes coincide.
+
+    The square root's derivative is infinite at 0, which would turn a batch holding two equal
+    codes into NaN gradients; where the squared distance is 0 the distance and its gradient are
+    set to exactly 0 instead.
+
+    Args:
+        codes_a: (Na, q) codes.
+        codes_b: (Nb, q) codes.
+
+    Returns:
+        (Na, Nb) float32 distances.
+    """
+    a = tf.cast(codes_a, tf.float32)
+    b = tf.cast(codes_b, tf.float32)
+    # Broadcast differences instead of |a|^2 + |b|^2 - 2ab: exact, never negative, and cheap at
+    # batch sizes (B*B*q floats).
+    squared = tf.reduce_sum(tf.square(a[:, None, :] - b[None, :, :]), axis=-1)
+    positive = squared > 0.0
+    safe = tf.where(positive, squared, tf.ones_like(squared))
+    return tf.where(positive, tf.sqrt(safe), tf.zeros_like(squared))
+
+
+def triplet_ranking_loss(query_codes, database_codes, similarity, margin):
+    """Eq. 1: F_{A->B}, the mean hinge over all in-batch triplets with S(i,j) > S(i,k).
+
+    Vectorised over the (Na, Nb, Nb) triplet cube; no Python loop.
+
+    Args:
+        query_codes: (Na, q) codes H^A (the anchors i).
+        database_codes: (Nb, q) codes H^B (the candidates j and k).
+        similarity: (Na, Nb) S between anchor i and candidate j, binary or graded.
+        margin: eps, a Python float or scalar tensor.
+
+    Returns:
+        Scalar float32; 0 when no triplet is valid (e.g. every label equal).
+    """
+    distance = pairwise_euclidean(query_codes, database_codes)
+    similarity = tf.cast(similarity, tf.float32)
+    # valid[i, j, k] = S(i, j) > S(i, k): j should rank above k for anchor i.
+    valid = tf.cast(similarity[:, :, None] > similarity[:, None, :], tf.float32)
+    hinge = tf.nn.relu(
+        tf.cast(margin, tf.float32) + distance[:, :, None] - distance[:, None, :]
+    )
+    count = tf.reduce_sum(valid)
+    return tf.math.divide_no_nan(tf.reduce_sum(hinge * valid), count)
+
+
+def retrieval_loss(image_codes, text_codes, labels, margin, similarity_kind="binary"):
+    """Eq. 2: L_ret = F_{T->I} + F_{I->T} + F_{I->I} + F_{T->T} over attended codes.
+
+    Args:
+        image_codes: (B, q) attended image codes H^I.
+        text_codes: (B, q) attended text codes H^T.
+        labels: (B, L) multi-hot labels of the pairs.
+        margin: eps.
+        similarity_kind: see `label_similarity`.
+
+    Returns:
+        Dict of scalar float32 terms: "t2i", "i2t", "i2i", "t2t" and their sum "total".
+    """
+    similarity = label_similarity(labels, labels, similarity_kind)
+    terms = {
+        "t2i": triplet_ranking_loss(text_codes, image_codes, similarity, margin),
+        "i2t": triplet_ranking_loss(image_codes, text_codes, similarity, margin),
+        "i2i": triplet_ranking_loss(image_codes, image_codes, similarity, margin),
+        "t2t": triplet_ranking_loss(text_codes, text_codes, similarity, margin),
+    }
+    terms["total"] = tf.add_n(list(terms.values()))
+    return terms
+
+
+def adversarial_loss(
+    image_codes,
+    text_codes,
+    unattended_image_codes,
+    unattended_text_codes,
+    labels,
+    margin,
+    similarity_kind="binary",
+):
+    """Eq. 3: L_adv = F_{T->I^} + F_{I->T^}: attended queries against unattended database codes.
+
+    The hashing player minimises it (similarity survives even in the unattended part); the
+    attention player maximises it (the unattended part must not carry similarity).
+
+    Args:
+        image_codes: (B, q) attended image codes H^I.
+        text_codes: (B, q) attended text codes H^T.
+        unattended_image_codes: (B, q) codes of the unattended image features, H^I^.
+        unattended_text_codes: (B, q) codes of the unattended text features, H^T^.
+        labels: (B, L) multi-hot labels.
+        margin: eps.
+        similarity_kind: see `label_similarity`.
+
+    Returns:
+        Dict of scalar float32 terms: "t2i", "i2t" and their sum "total".
+    """
+    similarity = label_similarity(labels, labels, similarity_kind)
+    terms = {
+        "t2i": triplet_ranking_loss(text_codes, unattended_image_codes, similarity, margin),
+        "i2t": triplet_ranking_loss(image_codes, unattended_text_codes, similarity, margin),
+    }
+    terms["total"] = terms["t2i"] + terms["i2t"]
+    return terms
+
+
+def binary_codes(codes):
+    """B = sign(H) as +-1 int8; sign(0) is taken as +1 so every bit is defined.
+
+    Args:
+        codes: (N, q) real-valued codes.
+
+    Returns:
+        (N, q) int8 with entries in {-1, +1}.
+    """
+    return tf.where(codes >= 0, tf.ones_like(codes, tf.int8), -tf.ones_like(codes, tf.int8))

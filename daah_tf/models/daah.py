@@ -1,0 +1,451 @@
+"""DAAH as one Keras model: two players, one minimax train step (design.md, "Minimax")."""
+
+import keras
+import tensorflow as tf
+
+from daah_tf import losses
+
+UPDATE_MODES = ("alternating", "simultaneous")
+ATTENTION_GRADIENTS = ("unattended", "both")
+
+# Order of the metrics in the progress bar and in TensorBoard.
+LOSS_TERMS = (
+    "loss",
+    "retrieval_loss",
+    "adversarial_loss",
+    "attention_objective",
+    "ret_t2i",
+    "ret_i2t",
+    "ret_i2i",
+    "ret_t2t",
+    "adv_t2i",
+    "adv_i2t",
+)
+STATISTICS = (
+    "attended_fraction_image",
+    "attended_fraction_text",
+    "bit_balance_image",
+    "bit_balance_text",
+)
+
+
+def _bit_balance(codes):
+    """Mean over bits of |mean over the batch of sign(H)|: 0 when every bit splits the batch
+    in half, 1 when every bit is constant. codes: (B, q) -> scalar float32."""
+    signs = tf.cast(losses.binary_codes(codes), tf.float32)
+    return tf.reduce_mean(tf.abs(tf.reduce_mean(signs, axis=0)))
+
+
+def _build_once(layer, input_shape):
+    # A sublayer may come built (e.g. the factory builds the encoder to learn its output shape).
+    if not layer.built:
+        layer.build(input_shape)
+
+
+@keras.saving.register_keras_serializable(package="daah_tf")
+class DAAH(keras.Model):
+    """Attention-aware Deep Adversarial Hashing for image <-> text retrieval.
+
+    The hashing player (encoders E and hash heads D) minimises F = L_ret + L_adv with the
+    attention fixed; the attention player (G) maximises L_adv with E and D fixed (design.md,
+    Eq. 2-4). Codes for retrieval are the attended codes H = D(Z * f); sign(H) is the binary code.
+
+    Args:
+        image_encoder: E^I, e.g. `ImageEncoder`; (B, ...) images -> (B, H, W, C) or (B, d).
+        text_encoder: E^T, e.g. `TextEncoder`; (B, V) -> (B, d).
+        image_attention: G^I (`SpatialAttention` or `VectorAttention`, matching E^I's output),
+            or None for the no-attention ablation (codes from the whole features, no L_adv).
+        text_attention: G^T, or None (as above).
+        image_head: D^I, e.g. `ImageHashHead`.
+        text_head: D^T, e.g. `TextHashHead`.
+        margin: eps of the triplet ranking loss.
+        similarity: "binary", "count" or "cosine" (see `losses.label_similarity`).
+        update: "alternating" (the paper: attention pass 2 runs after pass 1's update) or
+            "simultaneous" (one forward pass, both players' gradients from it).
+        adversarial: if False, drop L_adv and never train the attention (ablation).
+        attention_gradient: which codes carry the attention player's gradient of L_adv:
+            "unattended" (default) the unattended database codes H^ only, the attended query
+            codes H held constant; "both" the literal reading of design.md, where the player
+            may also raise L_adv by spoiling the attended codes (on the synthetic data it does,
+            and retrieval mAP falls; see the README).
+        **kwargs: standard Model arguments.
+
+    Inputs: a dict {"image": (B, ...), "text": (B, V)}; `fit` takes (inputs, labels) with
+    labels (B, L) multi-hot.
+
+    Reference: Zhang, Lai, Feng, "Attention-aware Deep Adversarial Hashing for Cross-Modal
+    Retrieval", ECCV 2018, pp. 591-606 (arXiv 1711.09347).
+    """
+
+    def __init__(
+        self,
+        image_encoder,
+        text_encoder,
+        image_attention,
+        text_attention,
+        image_head,
+        text_head,
+        margin=1.0,
+        similarity="binary",
+        update="alternating",
+        adversarial=True,
+        attention_gradient="unattended",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if attention_gradient not in ATTENTION_GRADIENTS:
+            raise ValueError(
+                f"attention_gradient must be one of {ATTENTION_GRADIENTS}, "
+                f"got {attention_gradient!r}"
+            )
+        if update not in UPDATE_MODES:
+            raise ValueError(f"update must be one of {UPDATE_MODES}, got {update!r}")
+        if similarity not in losses.SIMILARITY_KINDS:
+            raise ValueError(
+                f"similarity must be one of {losses.SIMILARITY_KINDS}, got {similarity!r}"
+            )
+        if (image_attention is None) != (text_attention is None):
+            raise ValueError("give both attention modules or neither")
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        self.image_attention = image_attention
+        self.text_attention = text_attention
+        self.image_head = image_head
+        self.text_head = text_head
+        self.margin = float(margin)
+        self.similarity = similarity
+        self.update = update
+        self.adversarial = bool(adversarial) and image_attention is not None
+        self.attention_gradient = attention_gradient
+        self.hash_optimizer = None
+        self.attention_optimizer = None
+        self.trackers = {
+            name: keras.metrics.Mean(name=name) for name in LOSS_TERMS + STATISTICS
+        }
+
+    # ----------------------------------------------------------------------------------- build
+    def build(self, input_shape):
+        """input_shape: {"image": (B, ...), "text": (B, V)}."""
+        image_shape = tuple(input_shape["image"])
+        text_shape = tuple(input_shape["text"])
+        _build_once(self.image_encoder, image_shape)
+        _build_once(self.text_encoder, text_shape)
+        image_features = self.image_encoder.compute_output_shape(image_shape)
+        text_features = self.text_encoder.compute_output_shape(text_shape)
+        if self.image_attention is not None:
+            _build_once(self.image_attention, image_features)
+            _build_once(self.text_attention, text_features)
+        _build_once(self.image_head, image_features)
+        _build_once(self.text_head, text_features)
+        self._input_shapes = {"image": list(image_shape), "text": list(text_shape)}
+        self.built = True
+        if self.hash_optimizer is not None:
+            self._build_optimizers()
+
+    def get_build_config(self):
+        return {"input_shape": self._input_shapes} if self.built else {}
+
+    def build_from_config(self, config):
+        if config:
+            self.build(config["input_shape"])
+
+    @property
+    def hash_variables(self):
+        """The hashing player's variables: encoders and hash heads."""
+        return (
+            self.image_encoder.trainable_variables
+            + self.text_encoder.trainable_variables
+            + self.image_head.trainable_variables
+            + self.text_head.trainable_variables
+        )
+
+    @property
+    def attention_variables(self):
+        """The attention player's variables (empty without attention)."""
+        if self.image_attention is None:
+            return []
+        return self.image_attention.trainable_variables + self.text_attention.trainable_variables
+
+    # --------------------------------------------------------------------------------- compile
+    def compile(
+        self,
+        hash_optimizer="adam",
+        attention_optimizer="adam",
+        jit_compile="auto",
+        steps_per_execution=1,
+        run_eagerly=False,
+    ):
+        """Sets the two players' optimizers (and the usual execution options).
+
+        With the "mixed_float16" policy both optimizers are wrapped in a LossScaleOptimizer:
+        each player's loss is scaled by its own optimizer before its gradients are taken.
+        """
+        # No Keras-level optimizer: fit would build it over *all* variables, mixing players.
+        super().compile(
+            optimizer=None,
+            jit_compile=jit_compile,
+            steps_per_execution=steps_per_execution,
+            run_eagerly=run_eagerly,
+        )
+        players = []
+        for name, optimizer in (
+            ("hash_optimizer", hash_optimizer),
+            ("attention_optimizer", attention_optimizer),
+        ):
+            optimizer = keras.optimizers.get(optimizer)
+            if self.dtype_policy.name == "mixed_float16" and not isinstance(
+                optimizer, keras.optimizers.LossScaleOptimizer
+            ):
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=name)
+            players.append(optimizer)
+        self.hash_optimizer, self.attention_optimizer = players
+        if self.built:
+            self._build_optimizers()
+
+    def _build_optimizers(self):
+        # Both are built up front, in a fixed variable order, so that a checkpoint or a .keras
+        # file always holds (and restores) both players' slots, even before the first step.
+        self.hash_optimizer.build(self.hash_variables)
+        self.attention_optimizer.build(self.attention_variables)
+
+    def get_compile_config(self):
+        if self.hash_optimizer is None:
+            return None
+        return {
+            "hash_optimizer": keras.optimizers.serialize(self.hash_optimizer),
+            "attention_optimizer": keras.optimizers.serialize(self.attention_optimizer),
+            "jit_compile": bool(self.jit_compile),
+        }
+
+    def compile_from_config(self, config):
+        self.compile(
+            hash_optimizer=keras.optimizers.deserialize(config["hash_optimizer"]),
+            attention_optimizer=keras.optimizers.deserialize(config["attention_optimizer"]),
+            jit_compile=config.get("jit_compile", False),
+        )
+
+    # --------------------------------------------------------------------------------- forward
+    def _attend_and_hash(self, image_features, text_features, training):
+        """Attention and hash heads on encoder features.
+
+        Returns a dict: "image_codes", "text_codes" (B, q) attended codes H;
+        "image_unattended_codes", "text_unattended_codes" (B, q) codes H^ of the unattended
+        features (absent without attention); "image_mask" (B, H, W) or (B, d) and "text_mask"
+        (B, d) in {0, 1}.
+        """
+        if self.image_attention is None:
+            return {
+                "image_codes": self.image_head(image_features, training=training),
+                "text_codes": self.text_head(text_features, training=training),
+            }
+        outputs = {}
+        for modality, attention, head in (
+            ("image", self.image_attention, self.image_head),
+            ("text", self.text_attention, self.text_head),
+        ):
+            features = image_features if modality == "image" else text_features
+            attended, unattended, mask = attention(features)
+            # One head call over [attended; unattended]: the same D, half the kernel launches.
+            both = tf.concat([attended, unattended], axis=0)
+            codes, unattended_codes = tf.split(head(both, training=training), 2, axis=0)
+            outputs[f"{modality}_codes"] = codes
+            outputs[f"{modality}_unattended_codes"] = unattended_codes
+            outputs[f"{modality}_mask"] = mask
+        return outputs
+
+    def call(self, inputs, training=False):
+        """inputs: {"image": ..., "text": ...} -> the dict of `_attend_and_hash`."""
+        image_features = self.image_encoder(inputs["image"], training=training)
+        text_features = self.text_encoder(inputs["text"], training=training)
+        return self._attend_and_hash(image_features, text_features, training)
+
+    def _encode(self, features, attention, head, training):
+        if attention is not None:
+            features, _, _ = attention(features)
+        return head(features, training=training)
+
+    def encode_image(self, images, training=False):
+        """(B, ...) images (or image features) -> (B, q) float32 attended codes H^I."""
+        features = self.image_encoder(images, training=training)
+        return self._encode(features, self.image_attention, self.image_head, training)
+
+    def encode_text(self, bag_of_words, training=False):
+        """(B, V) bag-of-words -> (B, q) float32 attended codes H^T."""
+        features = self.text_encoder(bag_of_words, training=training)
+        return self._encode(features, self.text_attention, self.text_head, training)
+
+    def image_mask(self, images):
+        """(B, ...) images -> the image attention mask Z (B, H, W) or (B, d), float32 {0,1}."""
+        if self.image_attention is None:
+            raise ValueError("this model has no attention (the no-attention ablation)")
+        return self.image_attention(self.image_encoder(images))[2]
+
+    # ---------------------------------------------------------------------------------- losses
+    def compute_losses(self, outputs, labels):
+        """Every loss term of both players from the outputs of `_attend_and_hash`.
+
+        Returns a dict of scalar float32: "loss" (F = L_ret + L_adv, the hashing player's
+        objective), "retrieval_loss", "adversarial_loss", and the terms "ret_*", "adv_*".
+        """
+        retrieval = losses.retrieval_loss(
+            outputs["image_codes"], outputs["text_codes"], labels, self.margin, self.similarity
+        )
+        terms = {f"ret_{k}": v for k, v in retrieval.items() if k != "total"}
+        terms["retrieval_loss"] = retrieval["total"]
+        if self.image_attention is not None:
+            adversarial = self._adversarial_loss(outputs, labels)
+            terms.update({f"adv_{k}": v for k, v in adversarial.items() if k != "total"})
+            terms["adversarial_loss"] = adversarial["total"]
+        hash_loss = terms["retrieval_loss"]
+        if self.adversarial:
+            hash_loss = hash_loss + terms["adversarial_loss"]
+        terms["loss"] = hash_loss
+        return terms
+
+    def _adversarial_loss(self, outputs, labels, attention_player=False):
+        """Eq. 3 on the outputs. For the attention player with attention_gradient="unattended",
+        the attended query codes are held constant, so the player can raise L_adv only by
+        hiding similarity from the unattended codes, not by spoiling the retrieval codes."""
+        image_codes, text_codes = outputs["image_codes"], outputs["text_codes"]
+        if attention_player and self.attention_gradient == "unattended":
+            image_codes, text_codes = tf.stop_gradient(image_codes), tf.stop_gradient(text_codes)
+        return losses.adversarial_loss(
+            image_codes,
+            text_codes,
+            outputs["image_unattended_codes"],
+            outputs["text_unattended_codes"],
+            labels,
+            self.margin,
+            self.similarity,
+        )
+
+    # ------------------------------------------------------------------------------ train step
+    def _scaled(self, optimizer, loss):
+        """The loss each player differentiates; must run inside its tape.
+
+        Each replica's gradients are summed across replicas by optimizer.apply, so dividing by
+        the replica count turns that sum into the mean of the per-replica objectives; the
+        optimizer then applies its float16 loss scale (a no-op otherwise).
+        """
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return optimizer.scale_loss(loss / tf.cast(replicas, loss.dtype))
+
+    @staticmethod
+    def _apply(optimizer, tape, scaled_loss, variables):
+        optimizer.apply(tape.gradient(scaled_loss, variables), variables)
+
+    def train_step(self, data):
+        inputs, labels = data[0], data[1]
+        simultaneous = self.update == "simultaneous" and self.adversarial
+        with tf.GradientTape(persistent=simultaneous) as tape:
+            image_features = self.image_encoder(inputs["image"], training=True)
+            text_features = self.text_encoder(inputs["text"], training=True)
+            outputs = self._attend_and_hash(image_features, text_features, training=True)
+            terms = self.compute_losses(outputs, labels)
+            hash_loss = self._scaled(self.hash_optimizer, terms["loss"])
+            if simultaneous:
+                attention_objective = self._adversarial_loss(outputs, labels, True)["total"]
+                attention_loss = self._scaled(self.attention_optimizer, -attention_objective)
+        # Pass 1: the hashing player minimises F = L_ret + L_adv. The attention variables are
+        # not in its list, so they stay fixed (and the attention reads detached features).
+        self._apply(self.hash_optimizer, tape, hash_loss, self.hash_variables)
+        if simultaneous:
+            # The attention player's gradient from the same forward pass: no pass 2 forward.
+            self._apply(self.attention_optimizer, tape, attention_loss, self.attention_variables)
+            terms["attention_objective"] = terms["adversarial_loss"]
+        elif self.adversarial:
+            terms["attention_objective"] = self._attention_pass(
+                image_features, text_features, labels
+            )
+        del tape
+        self._track(terms, outputs)
+        return self._results()
+
+    def _attention_pass(self, image_features, text_features, labels):
+        """Pass 2: the attention player maximises L_adv with E and D fixed.
+
+        Reuses pass 1's encoder features (stop_gradient) instead of running the backbone
+        again; only the attention and the (updated) hash heads run forward.
+        Returns L_adv as seen by this pass (scalar float32).
+        """
+        image_features = tf.stop_gradient(image_features)
+        text_features = tf.stop_gradient(text_features)
+        with tf.GradientTape() as tape:
+            outputs = self._attend_and_hash(image_features, text_features, training=True)
+            objective = self._adversarial_loss(outputs, labels, True)["total"]
+            # Gradient ascent on L_adv.
+            loss = self._scaled(self.attention_optimizer, -objective)
+        self._apply(self.attention_optimizer, tape, loss, self.attention_variables)
+        return objective
+
+    def test_step(self, data):
+        inputs, labels = data[0], data[1]
+        outputs = self(inputs, training=False)
+        terms = self.compute_losses(outputs, labels)
+        if self.image_attention is not None:
+            terms["attention_objective"] = terms["adversarial_loss"]
+        self._track(terms, outputs)
+        return self._results()
+
+    def _track(self, terms, outputs):
+        for name, value in terms.items():
+            self.trackers[name].update_state(value)
+        for modality in ("image", "text"):
+            codes = outputs[f"{modality}_codes"]
+            self.trackers[f"bit_balance_{modality}"].update_state(_bit_balance(codes))
+            if f"{modality}_mask" in outputs:
+                fraction = tf.reduce_mean(tf.cast(outputs[f"{modality}_mask"], tf.float32))
+                self.trackers[f"attended_fraction_{modality}"].update_state(fraction)
+
+    def _results(self):
+        # Only the trackers this configuration feeds (the ablations have fewer terms).
+        return {
+            name: tracker.result()
+            for name, tracker in self.trackers.items()
+            if name in self._reported_metrics
+        }
+
+    @property
+    def _reported_metrics(self):
+        names = ["loss", "retrieval_loss", "ret_t2i", "ret_i2t", "ret_i2i", "ret_t2t"]
+        if self.image_attention is not None:
+            names += ["adversarial_loss", "adv_t2i", "adv_i2t", "attention_objective"]
+            names += ["attended_fraction_image", "attended_fraction_text"]
+        return set(names + ["bit_balance_image", "bit_balance_text"])
+
+    @property
+    def metrics(self):
+        return [self.trackers[name] for name in self.trackers if name in self._reported_metrics]
+
+    # ---------------------------------------------------------------------------- serialization
+    def get_config(self):
+        config = super().get_config()
+        serialize = keras.saving.serialize_keras_object
+        config.update(
+            image_encoder=serialize(self.image_encoder),
+            text_encoder=serialize(self.text_encoder),
+            image_attention=serialize(self.image_attention),
+            text_attention=serialize(self.text_attention),
+            image_head=serialize(self.image_head),
+            text_head=serialize(self.text_head),
+            margin=self.margin,
+            similarity=self.similarity,
+            update=self.update,
+            adversarial=self.adversarial,
+            attention_gradient=self.attention_gradient,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in (
+            "image_encoder",
+            "text_encoder",
+            "image_attention",
+            "text_attention",
+            "image_head",
+            "text_head",
+        ):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)

@@ -1,0 +1,60 @@
+"""Builds a DAAH model from a ModelConfig and the shapes of the inputs."""
+
+from daah_tf.config import ModelConfig
+from daah_tf.models.daah import DAAH
+from daah_tf.models.image_encoder import ImageEncoder
+from daah_tf.models.image_hash_head import ImageHashHead
+from daah_tf.models.spatial_attention import SpatialAttention
+from daah_tf.models.text_encoder import TextEncoder
+from daah_tf.models.text_hash_head import TextHashHead
+from daah_tf.models.vector_attention import VectorAttention
+
+ATTENTION_CHOICES = ("adversarial", "none")
+
+
+def attention_for(feature_shape):
+    """SpatialAttention for (B, H, W, C) features, VectorAttention for (B, d)."""
+    return SpatialAttention() if len(feature_shape) == 4 else VectorAttention()
+
+
+def build_model(config: ModelConfig, image_shape, text_dim):
+    """A built (not compiled) DAAH model.
+
+    Args:
+        config: the model settings.
+        image_shape: shape of one image input without the batch, e.g. (48, 48, 3), a cached
+            feature map (7, 7, 512), or a vector (128,).
+        text_dim: V, the bag-of-words size.
+    """
+    if config.attention not in ATTENTION_CHOICES:
+        raise ValueError(f"attention must be one of {ATTENTION_CHOICES}, got {config.attention!r}")
+    image_encoder = ImageEncoder(
+        backbone=config.image_backbone,
+        weights=config.image_weights,
+        cnn_filters=config.cnn_filters,
+        name="image_encoder",
+    )
+    text_encoder = TextEncoder(units=config.text_units, dropout=config.dropout, name="text_encoder")
+    image_input = (None, *image_shape)
+    image_encoder.build(image_input)
+    feature_shape = image_encoder.compute_output_shape(image_input)
+    with_attention = config.attention == "adversarial"
+    model = DAAH(
+        image_encoder=image_encoder,
+        text_encoder=text_encoder,
+        image_attention=attention_for(feature_shape) if with_attention else None,
+        text_attention=VectorAttention() if with_attention else None,
+        image_head=ImageHashHead(
+            config.bits, hidden_units=config.image_hidden_units, dropout=config.dropout,
+            name="image_head",
+        ),
+        text_head=TextHashHead(config.bits, name="text_head"),
+        margin=config.margin,
+        similarity=config.similarity,
+        update=config.update,
+        adversarial=config.adversarial,
+        attention_gradient=config.attention_gradient,
+        name="daah",
+    )
+    model.build({"image": image_input, "text": (None, int(text_dim))})
+    return model

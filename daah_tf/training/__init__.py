@@ -1,0 +1,1 @@
+"""The training run: run directory, checkpoints, evaluation during training, the loop."""

@@ -1,0 +1,75 @@
+"""Checkpoints of the model, BOTH optimizers, the epoch and the model-selection state.
+
+tf.train.Checkpoint writes its files and then its index atomically, so an interrupted save never
+becomes "latest". A latest checkpoint that still cannot be read (a truncated copy, a bad disk)
+falls back to the one before it, with a warning.
+"""
+
+import os
+
+import tensorflow as tf
+from absl import logging
+
+
+class RunCheckpoints:
+    """The latest `keep` checkpoints in DIR/checkpoints and the best one in DIR/checkpoints/best.
+
+    Args:
+        model: a compiled DAAH model (its optimizers built).
+        model_dir: the run directory.
+        keep: how many latest checkpoints to keep.
+
+    Attributes:
+        epoch: int64 variable, epochs completed.
+        best_score: float32 variable, the best validation score so far (-1 before any).
+        best_epoch: int64 variable, the epoch of that score (0 before any).
+    """
+
+    def __init__(self, model, model_dir, keep):
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.best_score = tf.Variable(-1.0, dtype=tf.float32, trainable=False, name="best_score")
+        self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
+        self.evaluations_without_gain = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.checkpoint = tf.train.Checkpoint(
+            model=model,
+            hash_optimizer=model.hash_optimizer,
+            attention_optimizer=model.attention_optimizer,
+            epoch=self.epoch,
+            best_score=self.best_score,
+            best_epoch=self.best_epoch,
+            evaluations_without_gain=self.evaluations_without_gain,
+        )
+        directory = os.path.join(model_dir, "checkpoints")
+        self.latest = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=keep)
+        self.best = tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(directory, "best"), max_to_keep=1
+        )
+
+    def save(self, epoch):
+        """Saves after `epoch` epochs (epoch counted from 1)."""
+        self.epoch.assign(epoch)
+        return self.latest.save(checkpoint_number=epoch)
+
+    def save_best(self, epoch, score):
+        self.best_score.assign(score)
+        self.best_epoch.assign(epoch)
+        self.evaluations_without_gain.assign(0)
+        return self.best.save(checkpoint_number=epoch)
+
+    def restore_latest(self):
+        """Restores the newest readable checkpoint; returns its path, or None if there is none."""
+        for path in reversed(self.latest.checkpoints):
+            try:
+                self.checkpoint.read(path).assert_existing_objects_matched()
+                return path
+            except (tf.errors.OpError, ValueError, AssertionError) as error:
+                logging.warning("Checkpoint %s is unreadable (%s); trying the one before it.",
+                                path, error)
+        return None
+
+    def restore_best(self):
+        """Restores the best checkpoint if there is one; returns its path or None."""
+        path = self.best.latest_checkpoint
+        if path is not None:
+            self.checkpoint.read(path).assert_existing_objects_matched()
+        return path

@@ -1,0 +1,232 @@
+"""train_and_evaluate: the whole run, from a RunConfig to metrics.json and a SavedModel."""
+
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from daah_tf import export
+from daah_tf.config import RunConfig
+from daah_tf.data.base import PairedDataset
+from daah_tf.data.pipeline import make_pipeline
+from daah_tf.data.registry import load_dataset
+from daah_tf.data.splits import carve_validation, write_splits
+from daah_tf.data.text_featurizer import TextFeaturizer
+from daah_tf.models import build_model
+from daah_tf.training import run_directory
+from daah_tf.training.checkpoints import RunCheckpoints
+from daah_tf.training.evaluation import CodeEncoder, chance_map, mask_iou, retrieval_maps
+from daah_tf.training.monitor import TrainingMonitor
+
+_POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+
+def configure_runtime(config: RunConfig):
+    """Seeds every generator, and sets determinism and the precision policy."""
+    keras.utils.set_random_seed(config.data.seed)
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy(_POLICIES[config.train.mixed_precision])
+
+
+def load_data(config: RunConfig):
+    """The dataset, with the training split cut into train and validation."""
+    data_config = config.data
+    data = load_dataset(
+        data_config.dataset, data_config.data_dir, seed=data_config.seed,
+        skip_bad_rows=data_config.skip_bad_rows, num_pairs=data_config.synthetic_pairs,
+        num_classes=data_config.synthetic_classes, image_size=data_config.image_size,
+    )
+    train, validation = carve_validation(
+        data.splits["train"], data_config.validation_fraction, data_config.seed
+    )
+    data.splits = dict(data.splits, train=train, validation=validation)
+    return data
+
+
+def text_featurizer_for(data: PairedDataset, config: RunConfig, resuming):
+    """The text featurizer: fitted on the training split only, or read back when resuming."""
+    if data.text_kind != "raw":
+        return None
+    model_dir = config.train.model_dir
+    if resuming and os.path.exists(os.path.join(model_dir, "text_featurizer.json")):
+        return TextFeaturizer.load(model_dir)
+    featurizer = TextFeaturizer.fit(
+        data.texts[data.splits["train"]], vocab_size=config.data.text_vocab_size,
+        max_ngram=config.data.text_ngrams, min_count=config.data.text_min_count,
+    )
+    featurizer.save(model_dir)
+    return featurizer
+
+
+def input_shapes(data: PairedDataset, config: RunConfig, featurizer):
+    """(image shape without batch, text dimension V) as the model sees them."""
+    if data.image_kind in ("pixels", "paths"):
+        image_shape = (config.data.image_size, config.data.image_size, 3)
+    else:
+        image_shape = data.image_shape
+    text_dim = featurizer.dim if featurizer is not None else data.texts.shape[1]
+    return image_shape, text_dim
+
+
+def build_compiled_model(config: RunConfig, image_shape, text_dim):
+    model = build_model(config.model, image_shape, text_dim)
+    model.compile(
+        hash_optimizer=keras.optimizers.Adam(config.train.hash_learning_rate),
+        attention_optimizer=keras.optimizers.Adam(config.train.attention_learning_rate),
+        jit_compile=config.train.jit_compile,
+    )
+    return model
+
+
+class _Feeder:
+    """Pipelines of one run's dataset with the run's settings."""
+
+    def __init__(self, data, config, featurizer):
+        self.data, self.config, self.featurizer = data, config, featurizer
+
+    def pipeline(self, split, training, **kwargs):
+        return make_pipeline(
+            self.data, self.data.splits[split], self.config.data.batch_size, training=training,
+            seed=self.config.data.seed, text_featurizer=self.featurizer,
+            image_size=self.config.data.image_size, augment=self.config.data.augment, **kwargs,
+        )
+
+    def codes(self, encoder, split):
+        return encoder.encode_split(self.data, self.data.splits[split], self.config.data.batch_size,
+                                    self.featurizer, self.config.data.image_size)
+
+    def labels(self, split):
+        return self.data.labels[self.data.splits[split]]
+
+
+def steps_per_epoch(num_train, config: RunConfig):
+    steps = num_train // config.data.batch_size
+    if steps == 0:
+        raise ValueError(
+            f"the training split has {num_train} pairs, fewer than --batch_size="
+            f"{config.data.batch_size}"
+        )
+    if config.train.max_steps_per_epoch:
+        steps = min(steps, config.train.max_steps_per_epoch)
+    return steps
+
+
+def _fit(model, feeder, checkpoints, config, start_epoch, print_fn):
+    """Trains epochs start_epoch..epochs-1 with evaluation, selection and checkpoints."""
+    train_config = config.train
+    steps = steps_per_epoch(len(feeder.data.splits["train"]), config)
+    training = feeder.pipeline("train", True, first_epoch=start_epoch,
+                               last_epoch=train_config.epochs, max_batches_per_epoch=steps)
+    has_validation = len(feeder.data.splits["validation"]) > 0
+    encoder = CodeEncoder(model)
+
+    def validate():
+        if not has_validation:
+            return None
+        # Validation pairs query the training pairs: the query set is never looked at here.
+        return retrieval_maps(feeder.codes(encoder, "validation"), feeder.labels("validation"),
+                              feeder.codes(encoder, "train"), feeder.labels("train"))
+
+    mask_batch = None
+    if has_validation:
+        mask_batch = next(iter(feeder.pipeline("validation", False, with_labels=False)))
+    log_dir = os.path.join(train_config.model_dir, "tensorboard")
+    monitor = TrainingMonitor(checkpoints, validate, train_config.epochs, train_config.eval_every,
+                              train_config.early_stopping_patience, log_dir, mask_batch, print_fn)
+    callbacks = [keras.callbacks.TensorBoard(log_dir=log_dir), monitor]
+    model.fit(
+        training, epochs=train_config.epochs, initial_epoch=start_epoch, steps_per_epoch=steps,
+        validation_data=feeder.pipeline("validation", False) if has_validation else None,
+        callbacks=callbacks, verbose=train_config.verbose,
+    )
+
+
+def final_metrics(model, feeder, config, checkpoints):
+    """Query-vs-database retrieval with the selected model: the numbers that get reported."""
+    data = feeder.data
+    encoder = CodeEncoder(model)
+    query, database = feeder.codes(encoder, "query"), feeder.codes(encoder, "database")
+    maps = retrieval_maps(query, feeder.labels("query"), database, feeder.labels("database"))
+    results = {f"{name}_map": value for name, value in maps.items()}
+    results.update(
+        chance_map=chance_map(feeder.labels("query"), feeder.labels("database")),
+        bits=config.model.bits,
+        dataset=data.name,
+        best_epoch=int(checkpoints.best_epoch.numpy()) or int(checkpoints.epoch.numpy()),
+        epochs_trained=int(checkpoints.epoch.numpy()),
+        steps=int(model.hash_optimizer.iterations.numpy()),
+        num_query=len(data.splits["query"]),
+        num_database=len(data.splits["database"]),
+        selected_on="validation" if len(data.splits["validation"]) else "last_epoch",
+    )
+    boxes = data.extras.get("object_boxes")
+    if boxes is not None and model.image_attention is not None:
+        index = data.splits["query"]
+        images = feeder.pipeline("query", False, with_labels=False)
+        masks = np.concatenate([model.image_mask(batch["image"]).numpy() for batch in images])
+        if masks.ndim == 3:
+            results.update(mask_iou(masks, boxes[index], config.data.image_size,
+                                    seed=config.data.seed))
+    return results
+
+
+def summary_lines(results):
+    lines = [
+        f"Retrieval on {results['dataset']} ({results['bits']} bits, query "
+        f"{results['num_query']} vs database {results['num_database']}, best epoch "
+        f"{results['best_epoch']}):",
+        f"  mAP  I->T {results['i2t_map']:.4f}   T->I {results['t2i_map']:.4f}   "
+        f"I->I {results['i2i_map']:.4f}   T->T {results['t2t_map']:.4f}   "
+        f"(chance {results['chance_map']:.4f})",
+    ]
+    if "mask_iou" in results:
+        lines.append(f"  image attention mask vs object boxes: IoU {results['mask_iou']:.3f} "
+                     f"(random mask of the same size {results['random_mask_iou']:.3f})")
+    return lines
+
+
+def train_and_evaluate(config: RunConfig, flags_text, print_fn=print):
+    """Runs (or resumes) training, selects the best checkpoint on validation, evaluates it on
+    query vs database, and writes metrics.json and saved_model/ into the run directory.
+
+    Returns the metrics dict.
+    """
+    started = time.time()
+    configure_runtime(config)
+    resuming = run_directory.prepare(config, flags_text)
+    model_dir = config.train.model_dir
+    data = load_data(config)
+    write_splits(data.splits, os.path.join(model_dir, "splits.json"))
+    featurizer = text_featurizer_for(data, config, resuming)
+    image_shape, text_dim = input_shapes(data, config, featurizer)
+    model = build_compiled_model(config, image_shape, text_dim)
+    checkpoints = RunCheckpoints(model, model_dir, config.train.keep_checkpoints)
+    start_epoch = 0
+    if resuming:
+        path = checkpoints.restore_latest()
+        if path is not None:
+            start_epoch = int(checkpoints.epoch.numpy())
+            print_fn(f"Resuming {model_dir} from {path}: epoch {start_epoch}, "
+                     f"step {int(model.hash_optimizer.iterations.numpy())}.")
+    feeder = _Feeder(data, config, featurizer)
+    patience = config.train.early_stopping_patience
+    stopped = patience and int(checkpoints.evaluations_without_gain.numpy()) >= patience
+    if start_epoch < config.train.epochs and not stopped:
+        _fit(model, feeder, checkpoints, config, start_epoch, print_fn)
+    else:
+        print_fn(f"{model_dir}: training already finished at epoch {start_epoch}; "
+                 "evaluating the selected checkpoint.")
+    if checkpoints.restore_best() is None:
+        logging.info("No validation split: keeping the last epoch's weights.")
+    results = final_metrics(model, feeder, config, checkpoints)
+    results["seconds"] = round(time.time() - started, 1)
+    run_directory.atomic_write_json(os.path.join(model_dir, "metrics.json"), results)
+    export.export_saved_model(model, os.path.join(model_dir, "saved_model"), data.image_kind,
+                              image_shape, text_dim, featurizer)
+    for line in summary_lines(results):
+        print_fn(line)
+    return results

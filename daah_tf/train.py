@@ -8,7 +8,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ chatter
 
-from absl import app  # noqa: E402
+from absl import app, logging  # noqa: E402
 
 from daah_tf import flags as daah_flags  # noqa: E402
 from daah_tf.data.base import DatasetError  # noqa: E402
@@ -18,6 +18,9 @@ from daah_tf.training import run_directory  # noqa: E402
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])} (flags start with --)")
+    if not daah_flags.FLAGS["verbosity"].present:
+        # TensorFlow logs every checkpoint write at INFO; the run prints its own progress.
+        logging.set_verbosity(logging.WARNING)
     config = daah_flags.config_from_flags()
     from daah_tf.training.trainer import train_and_evaluate  # TensorFlow loads here
 

@@ -51,6 +51,7 @@ class RunCheckpoints:
         return self.latest.save(checkpoint_number=epoch)
 
     def save_best(self, epoch, score):
+        self.epoch.assign(epoch)
         self.best_score.assign(score)
         self.best_epoch.assign(epoch)
         self.evaluations_without_gain.assign(0)

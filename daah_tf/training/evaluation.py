@@ -21,7 +21,8 @@ class CodeEncoder:
     def __init__(self, model):
         self.model = model
 
-        @tf.function(autograph=False)  # plain tensor code: nothing for autograph to convert
+        # Plain tensor code (nothing for autograph to convert); batch sizes vary (last batch).
+        @tf.function(autograph=False, reduce_retracing=True)
         def encode(inputs):
             return (binary_codes(model.encode_image(inputs["image"])),
                     binary_codes(model.encode_text(inputs["text"])))

@@ -16,7 +16,7 @@ from daah_tf.data.registry import load_dataset
 from daah_tf.data.splits import carve_validation, write_splits
 from daah_tf.data.text_featurizer import TextFeaturizer
 from daah_tf.models import build_model
-from daah_tf.training import run_directory
+from daah_tf.training import restore, run_directory
 from daah_tf.training.checkpoints import RunCheckpoints
 from daah_tf.training.evaluation import CodeEncoder, chance_map, mask_iou, retrieval_maps
 from daah_tf.training.monitor import TrainingMonitor
@@ -141,7 +141,7 @@ def _fit(model, feeder, checkpoints, config, start_epoch, print_fn):
     model.fit(
         training, epochs=train_config.epochs, initial_epoch=start_epoch, steps_per_epoch=steps,
         validation_data=feeder.pipeline("validation", False) if has_validation else None,
-        callbacks=callbacks, verbose=train_config.verbose,
+        callbacks=callbacks, verbose=train_config.verbose, shuffle=False,  # order: pipeline's
     )
 
 
@@ -157,8 +157,6 @@ def final_metrics(model, feeder, config, checkpoints):
         bits=config.model.bits,
         dataset=data.name,
         best_epoch=int(checkpoints.best_epoch.numpy()) or int(checkpoints.epoch.numpy()),
-        epochs_trained=int(checkpoints.epoch.numpy()),
-        steps=int(model.hash_optimizer.iterations.numpy()),
         num_query=len(data.splits["query"]),
         num_database=len(data.splits["database"]),
         selected_on="validation" if len(data.splits["validation"]) else "last_epoch",
@@ -203,6 +201,8 @@ def train_and_evaluate(config: RunConfig, flags_text, print_fn=print):
     write_splits(data.splits, os.path.join(model_dir, "splits.json"))
     featurizer = text_featurizer_for(data, config, resuming)
     image_shape, text_dim = input_shapes(data, config, featurizer)
+    run_directory.atomic_write_json(os.path.join(model_dir, restore.INPUTS_FILE),
+                                    restore.inputs_description(data, image_shape, text_dim))
     model = build_compiled_model(config, image_shape, text_dim)
     checkpoints = RunCheckpoints(model, model_dir, config.train.keep_checkpoints)
     start_epoch = 0
@@ -220,9 +220,12 @@ def train_and_evaluate(config: RunConfig, flags_text, print_fn=print):
     else:
         print_fn(f"{model_dir}: training already finished at epoch {start_epoch}; "
                  "evaluating the selected checkpoint.")
+    trained = {"epochs_trained": int(checkpoints.epoch.numpy()),
+               "steps": int(model.hash_optimizer.iterations.numpy())}
     if checkpoints.restore_best() is None:
         logging.info("No validation split: keeping the last epoch's weights.")
     results = final_metrics(model, feeder, config, checkpoints)
+    results.update(trained)  # of the whole run, not of the selected checkpoint
     results["seconds"] = round(time.time() - started, 1)
     run_directory.atomic_write_json(os.path.join(model_dir, "metrics.json"), results)
     export.export_saved_model(model, os.path.join(model_dir, "saved_model"), data.image_kind,

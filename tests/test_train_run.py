@@ -1,0 +1,195 @@
+"""The training entry point end to end: artefacts, resume, SavedModel, bad flags."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = os.path.join(REPO, "flags", "smoke.cfg")
+LOSS_TERMS = ["loss", "retrieval_loss", "adversarial_loss", "attention_objective", "ret_t2i",
+              "ret_i2t", "ret_i2i", "ret_t2t", "adv_t2i", "adv_i2t"]
+
+
+def run_module(module, *args, cwd=REPO, timeout=600):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def train(model_dir, *extra):
+    result = run_module("daah_tf.train", f"--flagfile={SMOKE}", f"--model_dir={model_dir}",
+                        *extra)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("smoke") / "run")
+    result = train(model_dir)
+    return model_dir, result.stdout
+
+
+def _event_tags(directory):
+    import tensorflow as tf
+
+    tags = set()
+    for name in os.listdir(directory):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(directory, name)):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+def test_smoke_run_writes_every_artefact(smoke_run):
+    model_dir, stdout = smoke_run
+    assert "mAP  I->T" in stdout and "chance" in stdout and "IoU" in stdout
+    flags_text = open(os.path.join(model_dir, "flags.txt")).read()
+    assert "--bits=16" in flags_text and f"--model_dir={model_dir}" in flags_text
+    config = json.load(open(os.path.join(model_dir, "config.json")))
+    assert config["model"]["bits"] == 16 and config["train"]["epochs"] == 2
+    checkpoints = os.listdir(os.path.join(model_dir, "checkpoints"))
+    assert "ckpt-2.index" in checkpoints and "ckpt-1.index" in checkpoints
+    assert any(n.endswith(".index") for n in os.listdir(os.path.join(model_dir, "checkpoints",
+                                                                     "best")))
+    metrics = json.load(open(os.path.join(model_dir, "metrics.json")))
+    for key in ("i2t_map", "t2i_map", "i2i_map", "t2t_map"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["bits"] == 16 and metrics["dataset"] == "synthetic"
+    assert metrics["best_epoch"] in (1, 2) and metrics["selected_on"] == "validation"
+    splits = json.load(open(os.path.join(model_dir, "splits.json")))
+    assert not set(splits["validation"]) & set(splits["query"])
+    assert not set(splits["validation"]) & set(splits["train"])
+    assert os.path.exists(os.path.join(model_dir, "saved_model", "saved_model.pb"))
+    train_tags = _event_tags(os.path.join(model_dir, "tensorboard", "train"))
+    validation_tags = _event_tags(os.path.join(model_dir, "tensorboard", "validation"))
+    for term in LOSS_TERMS + ["attended_fraction_image", "attended_fraction_text"]:
+        assert f"epoch_{term}" in train_tags, term
+        assert f"epoch_{term}" in validation_tags, term
+    assert {"learning_rate/hash", "learning_rate/attention"} <= train_tags
+    assert {"map/i2t", "map/t2i", "attention/image_mask"} <= validation_tags
+
+
+def test_flags_txt_is_a_flagfile_that_resumes(smoke_run, tmp_path):
+    model_dir, _ = smoke_run
+    copy = str(tmp_path / "copy")
+    shutil.copytree(model_dir, copy)
+    # The copied flags name the original directory; point them at the copy and add an epoch.
+    flags_text = open(os.path.join(copy, "flags.txt")).read().replace(model_dir, copy)
+    flagfile = tmp_path / "again.cfg"
+    flagfile.write_text(flags_text.replace("--epochs=2", "--epochs=3"))
+    steps_before = json.load(open(os.path.join(copy, "metrics.json")))["steps"]
+    result = run_module("daah_tf.train", f"--flagfile={flagfile}")
+    assert result.returncode == 0, result.stderr
+    assert "Resuming" in result.stdout and "epoch 2" in result.stdout
+    after = json.load(open(os.path.join(copy, "metrics.json")))
+    assert after["epochs_trained"] == 3
+    assert after["steps"] > steps_before  # the global step went on from the checkpoint
+    assert "ckpt-3.index" in os.listdir(os.path.join(copy, "checkpoints"))
+
+
+def test_other_settings_in_same_dir_are_refused(smoke_run):
+    model_dir, _ = smoke_run
+    before = open(os.path.join(model_dir, "config.json")).read()
+    result = run_module("daah_tf.train", f"--flagfile={SMOKE}", f"--model_dir={model_dir}",
+                        "--bits=8")
+    assert result.returncode != 0
+    assert "model.bits: 16 -> 8" in result.stderr and "Traceback" not in result.stderr
+    assert open(os.path.join(model_dir, "config.json")).read() == before
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--no_such_flag=1", "Unknown command line flag"),
+    ("--bits=0", "--bits=0"),
+    ("--dataset=wiki", "--data_dir is required"),
+    ("--cnn_filters=4,x", "--cnn_filters"),
+])
+def test_bad_flags_exit_before_writing(tmp_path, flag, message):
+    model_dir = tmp_path / "never"
+    result = run_module("daah_tf.train", f"--flagfile={SMOKE}", f"--model_dir={model_dir}", flag)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not model_dir.exists()
+
+
+LOAD_WITHOUT_DAAH = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    path, inputs_file = sys.argv[1], sys.argv[2]
+    inputs = np.load(inputs_file, allow_pickle=False)
+    loaded = tf.saved_model.load(path)
+    sig = loaded.signatures
+    out = {
+        "image": sig["encode_image"](images=tf.constant(inputs["images"])),
+        "image_bytes": sig["encode_image_bytes"](image_bytes=tf.constant(
+            [bytes(b) for b in inputs["png"]])),
+        "text": sig["encode_text"](texts=tf.constant([str(t) for t in inputs["texts"]])),
+        "text_bow": sig["encode_text_bow"](bow=tf.constant(inputs["bow"])),
+    }
+    assert "daah_tf" not in sys.modules, "the SavedModel needed daah_tf"
+    print(json.dumps({k: {n: v.numpy().tolist() for n, v in o.items()} for k, o in out.items()}))
+""")
+
+
+def test_saved_model_loads_without_daah_tf_and_matches(smoke_run, tmp_path):
+    import io
+
+    from PIL import Image
+
+    from daah_tf.data.synthetic import make_synthetic
+    from daah_tf.losses import binary_codes
+    from daah_tf.training.restore import restore_model
+
+    model_dir, _ = smoke_run
+    model, featurizer, config, _ = restore_model(model_dir)
+    data = make_synthetic(num_pairs=20, num_classes=4, image_size=16, seed=5)
+    images = data.images[:6].astype(np.float32)
+    texts = data.texts[:6]
+    bow = featurizer.transform(texts)
+    png = []
+    for image in data.images[:6]:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        png.append(np.frombuffer(buffer.getvalue(), np.uint8))
+    inputs_file = tmp_path / "inputs.npz"
+    np.savez(inputs_file, images=images, texts=np.asarray(texts, dtype=str), bow=bow,
+             png=np.asarray([p.tobytes() for p in png], dtype=bytes))
+    script = tmp_path / "load.py"
+    script.write_text(LOAD_WITHOUT_DAAH)
+    result = subprocess.run([sys.executable, str(script), os.path.join(model_dir, "saved_model"),
+                             str(inputs_file)], cwd=str(tmp_path), capture_output=True,
+                            text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stderr
+    served = json.loads(result.stdout.strip().splitlines()[-1])
+    image_codes = binary_codes(model.encode_image(images)).numpy()
+    text_codes = binary_codes(model.encode_text(bow)).numpy()
+    np.testing.assert_array_equal(served["image"]["codes"], image_codes)
+    np.testing.assert_array_equal(served["image_bytes"]["codes"], image_codes)  # lossless PNG
+    np.testing.assert_array_equal(served["text"]["codes"], text_codes)
+    np.testing.assert_array_equal(served["text_bow"]["codes"], text_codes)
+    np.testing.assert_array_equal(served["image"]["packed_codes"],
+                                  np.packbits(image_codes > 0, axis=1))
+    assert set(np.unique(image_codes)) <= {-1, 1}
+
+
+def test_saved_model_cli_show_and_run(smoke_run):
+    model_dir, _ = smoke_run
+    path = os.path.join(model_dir, "saved_model")
+    cli = shutil.which("saved_model_cli", path=os.path.dirname(sys.executable))
+    assert cli, "saved_model_cli is installed with TensorFlow"
+    shown = subprocess.run([cli, "show", "--dir", path, "--all"], capture_output=True, text=True,
+                           timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    for name in ("encode_image", "encode_image_bytes", "encode_text", "encode_text_bow"):
+        assert f"signature_def['{name}']" in shown.stdout
+    ran = subprocess.run([cli, "run", "--dir", path, "--tag_set", "serve", "--signature_def",
+                          "encode_text", "--input_exprs", 'texts=["w1x0 w1x2 noise3", "w0x1"]'],
+                         capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    assert "codes" in ran.stdout and "packed_codes" in ran.stdout

@@ -12,7 +12,7 @@ from absl import flags
 from daah_tf.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from daah_tf.data.registry import DATASETS
 from daah_tf.losses import SIMILARITY_KINDS
-from daah_tf.models.daah import UPDATE_MODES
+from daah_tf.models.daah import ATTENTION_GRADIENTS, UPDATE_MODES
 from daah_tf.models.factory import ATTENTION_CHOICES
 from daah_tf.models.image_encoder import BACKBONES
 
@@ -23,7 +23,8 @@ _DATA, _MODEL, _TRAIN = DataConfig(), ModelConfig(), TrainConfig()
 flags.DEFINE_enum("dataset", _DATA.dataset, DATASETS, "Which dataset to train on.")
 flags.DEFINE_string("data_dir", _DATA.data_dir, "Folder of the dataset's files (not synthetic).")
 flags.DEFINE_string("feature_cache", _DATA.feature_cache,
-                    "Folder written by tools/cache_features.py (with --image_backbone=precomputed).")
+                    "Folder written by tools/cache_features.py "
+                    "(with --image_backbone=precomputed).")
 flags.DEFINE_integer("image_size", _DATA.image_size,
                      "Side of the square images fed to the CNN (224 for vgg19).", lower_bound=16)
 flags.DEFINE_integer("batch_size", _DATA.batch_size,
@@ -66,6 +67,9 @@ flags.DEFINE_boolean("adversarial", _MODEL.adversarial,
                      "Train the attention adversarially (false: ablation, attention fixed).")
 flags.DEFINE_float("margin", _MODEL.margin, "Margin eps of the triplet ranking loss.",
                    lower_bound=0.0)
+flags.DEFINE_enum("attention_gradient", _MODEL.attention_gradient, ATTENTION_GRADIENTS,
+                  "Attention player's gradient of L_adv: through the unattended codes only, "
+                  "or through the attended query codes too (see the README).")
 flags.DEFINE_enum("similarity", _MODEL.similarity, SIMILARITY_KINDS,
                   "S(i,j) from labels: binary (share a label), count, cosine.")
 flags.DEFINE_enum("update", _MODEL.update, UPDATE_MODES,
@@ -155,7 +159,8 @@ def config_from_flags():
         bits=FLAGS.bits, image_backbone=FLAGS.image_backbone, image_weights=FLAGS.image_weights,
         cnn_filters=ints(FLAGS.cnn_filters), image_hidden_units=ints(FLAGS.image_hidden_units),
         text_units=ints(FLAGS.text_units), dropout=FLAGS.dropout, attention=FLAGS.attention,
-        adversarial=FLAGS.adversarial, margin=FLAGS.margin, similarity=FLAGS.similarity,
+        adversarial=FLAGS.adversarial, attention_gradient=FLAGS.attention_gradient,
+        margin=FLAGS.margin, similarity=FLAGS.similarity,
         update=FLAGS.update,
     )
     train = TrainConfig(

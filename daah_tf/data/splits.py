@@ -68,4 +68,5 @@ def write_splits(splits, path):
 def read_splits(path):
     """Reads what `write_splits` wrote: name -> int64 array."""
     with open(path) as handle:
-        return {name: np.asarray(index, dtype=np.int64) for name, index in json.load(handle).items()}
+        saved = json.load(handle)
+    return {name: np.asarray(index, dtype=np.int64) for name, index in saved.items()}

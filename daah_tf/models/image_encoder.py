@@ -1,6 +1,7 @@
 """The image feature-learning module E^I: a CNN feature map f^I in R^{H x W x C}."""
 
 import os
+
 import keras
 import tensorflow as tf
 

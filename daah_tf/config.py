@@ -62,6 +62,9 @@ class TrainConfig:
     mixed_precision: str = "none"
     deterministic: bool = False
     max_steps_per_epoch: int = 0
+    on_nonfinite: str = "stop"  # "stop" | "skip_batch"
+    distribution: str = "none"  # "none" | "mirrored" | "multi_worker"
+    logical_cpu_devices: int = 0
     verbose: int = 1
 
 

@@ -12,9 +12,10 @@ from absl import flags
 from daah_tf.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from daah_tf.data.registry import DATASETS
 from daah_tf.losses import SIMILARITY_KINDS
-from daah_tf.models.daah import ATTENTION_GRADIENTS, UPDATE_MODES
+from daah_tf.models.daah import ATTENTION_GRADIENTS, NONFINITE_POLICIES, UPDATE_MODES
 from daah_tf.models.factory import ATTENTION_CHOICES
 from daah_tf.models.image_encoder import BACKBONES
+from daah_tf.training.distribution import STRATEGIES
 
 FLAGS = flags.FLAGS
 _DATA, _MODEL, _TRAIN = DataConfig(), ModelConfig(), TrainConfig()
@@ -97,6 +98,14 @@ flags.DEFINE_boolean("deterministic", _TRAIN.deterministic,
                      "Enable TensorFlow op determinism (slower; exact reruns).")
 flags.DEFINE_integer("max_steps_per_epoch", _TRAIN.max_steps_per_epoch,
                      "Cap on steps per epoch (0: the whole training split).", lower_bound=0)
+flags.DEFINE_enum("on_nonfinite", _TRAIN.on_nonfinite, NONFINITE_POLICIES,
+                  "NaN/Inf in a loss or gradient: stop (naming the step and term, keeping the "
+                  "last good checkpoint) or skip_batch (skip it and count).")
+flags.DEFINE_enum("distribution", _TRAIN.distribution, STRATEGIES,
+                  "none, mirrored (local GPUs), multi_worker (TF_CONFIG).")
+flags.DEFINE_integer("logical_cpu_devices", _TRAIN.logical_cpu_devices,
+                     "Split the CPU into N logical devices (to try --distribution=mirrored "
+                     "without GPUs).", lower_bound=0, upper_bound=64)
 flags.DEFINE_integer("verbose", _TRAIN.verbose, "0: quiet, 1: progress bar, 2: a line an epoch.",
                      lower_bound=0, upper_bound=2)
 
@@ -138,6 +147,25 @@ def _weights_source(values):
     return source in ("imagenet", "none") or os.path.isfile(source)
 
 
+@flags.multi_flags_validator(["image_weights", "image_backbone"],
+                             message="--image_weights is for --image_backbone=vgg19")
+def _weights_need_vgg(values):
+    return values["image_weights"] == "none" or values["image_backbone"] == "vgg19"
+
+
+@flags.multi_flags_validator(["dataset", "image_backbone"],
+                             message="--dataset=wiki gives image feature vectors: use "
+                                     "--image_backbone=precomputed")
+def _wiki_is_vectors(values):
+    return values["dataset"] != "wiki" or values["image_backbone"] == "precomputed"
+
+
+@flags.multi_flags_validator(["distribution", "logical_cpu_devices"],
+                             message="--logical_cpu_devices is for --distribution=mirrored")
+def _logical_devices_need_mirrored(values):
+    return values["logical_cpu_devices"] <= 1 or values["distribution"] == "mirrored"
+
+
 def default_model_dir(dataset, bits):
     """runs/<dataset>_<bits>bit: the same command always finds (and resumes) the same run."""
     return os.path.join("runs", f"{dataset}_{bits}bit")
@@ -171,6 +199,8 @@ def config_from_flags():
         early_stopping_patience=FLAGS.early_stopping_patience, jit_compile=FLAGS.jit_compile,
         mixed_precision=FLAGS.mixed_precision, deterministic=FLAGS.deterministic,
         max_steps_per_epoch=FLAGS.max_steps_per_epoch, verbose=FLAGS.verbose,
+        on_nonfinite=FLAGS.on_nonfinite, distribution=FLAGS.distribution,
+        logical_cpu_devices=FLAGS.logical_cpu_devices,
     )
     return RunConfig(data=data, model=model, train=train)
 

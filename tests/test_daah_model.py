@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -84,7 +86,7 @@ def changed(before, after):
     return [not np.array_equal(a, b) for a, b in zip(before, after, strict=True)]
 
 
-def named(model, variables, flags):
+def named(variables, flags):
     return {v.path for v, flag in zip(variables, flags, strict=True) if flag}
 
 
@@ -102,18 +104,15 @@ def assert_metrics_sane(results, expected_names=ALL_METRICS):
             assert value >= 0.0 or name == "attention_objective", name
 
 
-class policy:
-    """Sets the global dtype policy inside a `with` block and restores the previous one."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def __enter__(self):
-        self.previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(self.name)
-
-    def __exit__(self, *exc):
-        keras.config.set_dtype_policy(self.previous)
+@contextlib.contextmanager
+def policy(name):
+    """Sets the global dtype policy for a `with` block and always restores the previous one."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 @pytest.fixture(autouse=True)
@@ -170,13 +169,13 @@ def test_each_pass_changes_only_its_players_variables(monkeypatch, update):
     (hash_0, attention_0), (hash_1, attention_1), (hash_2, attention_2) = record["states"]
     # Pass 1 (hashing player): no attention variable moves; the encoders and heads do.
     assert not any(changed(attention_0, attention_1))
-    moved = named(model, hash_variables, changed(hash_0, hash_1))
+    moved = named(hash_variables, changed(hash_0, hash_1))
     for layer in ("image_encoder", "text_encoder", "image_head", "text_head"):
         assert any(f"{layer}/" in path for path in moved), (layer, moved)
     assert all("kernel" not in v.path or v.path in moved for v in hash_variables), moved
     # Pass 2 (attention player): nothing but the attention variables moves.
     assert not any(changed(hash_1, hash_2))
-    moved = named(model, attention_variables, changed(attention_1, attention_2))
+    moved = named(attention_variables, changed(attention_1, attention_2))
     kernels = {v.path for v in attention_variables if "kernel" in v.path}
     assert len(kernels) == 2 and kernels <= moved
     assert int(model.hash_optimizer.iterations) == 1
@@ -457,6 +456,7 @@ def test_fit_with_xla():
 def test_mixed_float16_wraps_both_optimizers_and_trains():
     with policy("mixed_float16"):
         model = compiled_model()
+        assert model.image_encoder.compute_dtype == "float16"
         assert isinstance(model.hash_optimizer, keras.optimizers.LossScaleOptimizer)
         assert isinstance(model.attention_optimizer, keras.optimizers.LossScaleOptimizer)
         history = model.fit(_dataset(steps=1), epochs=1, shuffle=False, verbose=0)
@@ -470,6 +470,7 @@ def test_mixed_float16_wraps_both_optimizers_and_trains():
 def test_mixed_bfloat16_step_gives_float32_codes():
     with policy("mixed_bfloat16"):
         model = compiled_model()
+        assert model.image_encoder.compute_dtype == "bfloat16"
         assert not isinstance(model.hash_optimizer, keras.optimizers.LossScaleOptimizer)
         inputs, labels = make_batch()
         attention_0 = snapshot(model.attention_variables)

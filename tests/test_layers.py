@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import h5py
@@ -44,18 +45,15 @@ def assert_mask_matches(mask, probabilities, alpha):
     np.testing.assert_array_equal(mask[clear], expected[clear])
 
 
-class policy:
-    """Sets the global dtype policy inside a `with` block and restores the previous one."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def __enter__(self):
-        self.previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(self.name)
-
-    def __exit__(self, *exc):
-        keras.config.set_dtype_policy(self.previous)
+@contextlib.contextmanager
+def policy(name):
+    """Sets the global dtype policy for a `with` block and always restores the previous one."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +151,7 @@ def test_attention_splits_features_exactly_by_the_threshold_mask(cls, shape, sco
     layer = cls()
     attended, unattended, mask = (x.numpy() for x in layer(features))
     assert attended.shape == unattended.shape == shape
-    assert mask.shape == shape[:-1] if cls is SpatialAttention else mask.shape == shape
+    assert mask.shape == (shape[:-1] if cls is SpatialAttention else shape)
     assert list(layer.compute_output_shape(shape)) == [shape, shape, mask.shape]
     np.testing.assert_array_equal(attended + unattended, features)
     assert set(np.unique(mask)) <= {0.0, 1.0}

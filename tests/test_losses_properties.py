@@ -12,9 +12,11 @@ from hypothesis.extra import numpy as hnp
 
 from daah_tf import losses
 
-PROPERTY_SETTINGS = settings(max_examples=30, deadline=None)
+# database=None: no .hypothesis/ folder in the working tree.
+PROPERTY_SETTINGS = settings(max_examples=30, deadline=None, database=None)
 KINDS = st.sampled_from(losses.SIMILARITY_KINDS)
-MARGINS = st.floats(0.0, 2.0, allow_nan=False, width=32)
+# No subnormal margins: TensorFlow flushes them to zero on CPU.
+MARGINS = st.floats(0.0, 2.0, allow_nan=False, allow_subnormal=False, width=32)
 
 # Traced once per similarity kind, for any shape: eager dispatch of the ~100 small ops of one
 # example would dominate the run time. test_losses.py covers the eager path.
@@ -248,7 +250,7 @@ def test_identical_codes_give_exactly_the_margin(problem, margin):
         for k in range(similarity.shape[1])
     )
     if has_triplet:
-        np.testing.assert_allclose(value, margin, rtol=1e-6)
+        np.testing.assert_allclose(value, margin, rtol=1e-5)
     else:
         assert value == 0.0
 

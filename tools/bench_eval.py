@@ -147,7 +147,7 @@ def bench_search(rows: list[tuple[str, float, str]], repeats: int) -> float | No
     index = HammingIndex(BITS, backend="faiss")
     index.add(db)
     ours_times, raw_times = [], []
-    for _ in range(max(repeats, 5)):  # interleaved, so drifts in machine load hit both
+    for _ in range(max(3 * repeats, 9)):  # interleaved, so drifts in machine load hit both
         ours_times.append(timed(lambda: index.search(query, k), 1)[0])
         raw_times.append(timed(lambda: raw.search(query, k), 1)[0])
     ids, dist = index.search(query, k)

@@ -6,6 +6,7 @@ import tensorflow as tf
 from daah_tf import losses
 
 UPDATE_MODES = ("alternating", "simultaneous")
+NONFINITE_POLICIES = ("stop", "skip_batch")
 ATTENTION_GRADIENTS = ("unattended", "both")
 
 # Order of the metrics in the progress bar and in TensorBoard.
@@ -22,6 +23,7 @@ LOSS_TERMS = (
     "adv_i2t",
 )
 STATISTICS = (
+    "nonfinite_batches",
     "attended_fraction_image",
     "attended_fraction_text",
     "bit_balance_image",
@@ -119,9 +121,11 @@ class DAAH(keras.Model):
         self.attention_gradient = attention_gradient
         self.hash_optimizer = None
         self.attention_optimizer = None
+        self.on_nonfinite = "stop"
         self.trackers = {
             name: keras.metrics.Mean(name=name) for name in LOSS_TERMS + STATISTICS
         }
+        self.trackers["nonfinite_batches"] = keras.metrics.Sum(name="nonfinite_batches")
 
     # ----------------------------------------------------------------------------------- build
     def build(self, input_shape):
@@ -174,12 +178,23 @@ class DAAH(keras.Model):
         jit_compile="auto",
         steps_per_execution=1,
         run_eagerly=False,
+        on_nonfinite="stop",
     ):
         """Sets the two players' optimizers (and the usual execution options).
 
         With the "mixed_float16" policy both optimizers are wrapped in a LossScaleOptimizer:
         each player's loss is scaled by its own optimizer before its gradients are taken.
+
+        on_nonfinite: a batch whose loss or gradients are NaN or Inf is never applied; it is
+            counted in the `nonfinite_batches` metric. "stop" also lets the non-finite loss
+            terms show in the step's metrics (so a callback can name them and stop);
+            "skip_batch" keeps the metrics clean and trains on.
         """
+        if on_nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(
+                f"on_nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}"
+            )
+        self.on_nonfinite = on_nonfinite
         # No Keras-level optimizer: fit would build it over *all* variables, mixing players.
         super().compile(
             optimizer=None,
@@ -215,6 +230,7 @@ class DAAH(keras.Model):
             "hash_optimizer": keras.optimizers.serialize(self.hash_optimizer),
             "attention_optimizer": keras.optimizers.serialize(self.attention_optimizer),
             "jit_compile": bool(self.jit_compile),
+            "on_nonfinite": self.on_nonfinite,
         }
 
     def compile_from_config(self, config):
@@ -222,6 +238,7 @@ class DAAH(keras.Model):
             hash_optimizer=keras.optimizers.deserialize(config["hash_optimizer"]),
             attention_optimizer=keras.optimizers.deserialize(config["attention_optimizer"]),
             jit_compile=config.get("jit_compile", False),
+            on_nonfinite=config.get("on_nonfinite", "stop"),
         )
 
     # --------------------------------------------------------------------------------- forward
@@ -330,9 +347,46 @@ class DAAH(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return optimizer.scale_loss(loss / tf.cast(replicas, loss.dtype))
 
-    @staticmethod
-    def _apply(optimizer, tape, scaled_loss, variables):
-        optimizer.apply(tape.gradient(scaled_loss, variables), variables)
+    def _apply(self, optimizer, tape, scaled_loss, variables, loss):
+        """Applies one player's gradients unless its loss or gradients are not finite.
+
+        Returns a bool scalar: whether the update was applied. Under a LossScaleOptimizer
+        (float16) non-finite gradients are part of finding the loss scale, and that optimizer
+        already skips them, so only the loss is checked here.
+        """
+        gradients = tape.gradient(scaled_loss, variables)
+        finite = tf.reduce_all(tf.math.is_finite(loss))
+        if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            for gradient in gradients:
+                if gradient is not None:
+                    finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(gradient)))
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            # A cross-replica update cannot sit inside tf.cond; zero the batch's gradients
+            # instead (the optimizer's moments still decay by one step).
+            gradients = [None if g is None else tf.where(finite, g, tf.zeros_like(g))
+                         for g in gradients]
+            optimizer.apply(gradients, variables)
+            return finite
+
+        def update():
+            optimizer.apply(gradients, variables)
+            return tf.constant(True)
+
+        return tf.cond(finite, update, lambda: tf.constant(False))
+
+    def _global_batch(self, outputs, labels):
+        """Under a distribution strategy, the codes and labels of every replica's batch.
+
+        The triplet loss compares items across the whole batch; gathering (differentiably)
+        lets each replica compute the loss of the global batch, so a distributed step equals
+        the single-device step at the same global batch (with `_scaled`'s 1/replicas).
+        """
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return outputs, labels
+        gathered = {name: context.all_gather(value, axis=0) if name.endswith("codes") else value
+                    for name, value in outputs.items()}
+        return gathered, context.all_gather(tf.cast(labels, tf.float32), axis=0)
 
     def train_step(self, data):
         inputs, labels = data[0], data[1]
@@ -341,24 +395,30 @@ class DAAH(keras.Model):
             image_features = self.image_encoder(inputs["image"], training=True)
             text_features = self.text_encoder(inputs["text"], training=True)
             outputs = self._attend_and_hash(image_features, text_features, training=True)
-            terms = self.compute_losses(outputs, labels)
+            batch_outputs, batch_labels = self._global_batch(outputs, labels)
+            terms = self.compute_losses(batch_outputs, batch_labels)
             hash_loss = self._scaled(self.hash_optimizer, terms["loss"])
             if simultaneous:
-                attention_objective = self._adversarial_loss(outputs, labels, True)["total"]
+                attention_objective = self._adversarial_loss(
+                    batch_outputs, batch_labels, True)["total"]
                 attention_loss = self._scaled(self.attention_optimizer, -attention_objective)
         # Pass 1: the hashing player minimises F = L_ret + L_adv. The attention variables are
         # not in its list, so they stay fixed (and the attention reads detached features).
-        self._apply(self.hash_optimizer, tape, hash_loss, self.hash_variables)
+        applied = self._apply(self.hash_optimizer, tape, hash_loss, self.hash_variables,
+                              terms["loss"])
         if simultaneous:
             # The attention player's gradient from the same forward pass: no pass 2 forward.
-            self._apply(self.attention_optimizer, tape, attention_loss, self.attention_variables)
-            terms["attention_objective"] = terms["adversarial_loss"]
+            applied = tf.logical_and(applied, self._apply(
+                self.attention_optimizer, tape, attention_loss, self.attention_variables,
+                attention_objective))
+            terms["attention_objective"] = attention_objective
         elif self.adversarial:
-            terms["attention_objective"] = self._attention_pass(
+            terms["attention_objective"], attention_applied = self._attention_pass(
                 image_features, text_features, labels
             )
+            applied = tf.logical_and(applied, attention_applied)
         del tape
-        self._track(terms, outputs)
+        self._track(terms, outputs, applied)
         return self._results()
 
     def _attention_pass(self, image_features, text_features, labels):
@@ -366,30 +426,38 @@ class DAAH(keras.Model):
 
         Reuses pass 1's encoder features (stop_gradient) instead of running the backbone
         again; only the attention and the (updated) hash heads run forward.
-        Returns L_adv as seen by this pass (scalar float32).
+        Returns (L_adv as seen by this pass, scalar float32; whether it was applied).
         """
         image_features = tf.stop_gradient(image_features)
         text_features = tf.stop_gradient(text_features)
         with tf.GradientTape() as tape:
             outputs = self._attend_and_hash(image_features, text_features, training=True)
+            outputs, labels = self._global_batch(outputs, labels)
             objective = self._adversarial_loss(outputs, labels, True)["total"]
             # Gradient ascent on L_adv.
             loss = self._scaled(self.attention_optimizer, -objective)
-        self._apply(self.attention_optimizer, tape, loss, self.attention_variables)
-        return objective
+        applied = self._apply(self.attention_optimizer, tape, loss, self.attention_variables,
+                              objective)
+        return objective, applied
 
     def test_step(self, data):
         inputs, labels = data[0], data[1]
         outputs = self(inputs, training=False)
-        terms = self.compute_losses(outputs, labels)
-        if self.image_attention is not None:
+        terms = self.compute_losses(*self._global_batch(outputs, labels))
+        if self.adversarial:
             terms["attention_objective"] = terms["adversarial_loss"]
-        self._track(terms, outputs)
+        self._track(terms, outputs, tf.constant(True))
         return self._results()
 
-    def _track(self, terms, outputs):
+    def _track(self, terms, outputs, applied):
+        """Updates the metrics; a skipped batch counts in nonfinite_batches and, with
+        on_nonfinite="skip_batch", leaves the loss metrics untouched."""
+        self.trackers["nonfinite_batches"].update_state(1.0 - tf.cast(applied, tf.float32))
+        weight = 1.0 if self.on_nonfinite == "stop" else tf.cast(applied, tf.float32)
         for name, value in terms.items():
-            self.trackers[name].update_state(value)
+            if self.on_nonfinite == "skip_batch":
+                value = tf.where(applied, value, tf.zeros_like(value))  # NaN * 0 is NaN
+            self.trackers[name].update_state(value, sample_weight=weight)
         for modality in ("image", "text"):
             codes = outputs[f"{modality}_codes"]
             self.trackers[f"bit_balance_{modality}"].update_state(_bit_balance(codes))
@@ -409,9 +477,11 @@ class DAAH(keras.Model):
     def _reported_metrics(self):
         names = ["loss", "retrieval_loss", "ret_t2i", "ret_i2t", "ret_i2i", "ret_t2t"]
         if self.image_attention is not None:
-            names += ["adversarial_loss", "adv_t2i", "adv_i2t", "attention_objective"]
+            names += ["adversarial_loss", "adv_t2i", "adv_i2t"]
             names += ["attended_fraction_image", "attended_fraction_text"]
-        return set(names + ["bit_balance_image", "bit_balance_text"])
+        if self.adversarial:
+            names.append("attention_objective")
+        return set(names + ["bit_balance_image", "bit_balance_text", "nonfinite_batches"])
 
     @property
     def metrics(self):

@@ -30,6 +30,7 @@ class RunCheckpoints:
         self.best_score = tf.Variable(-1.0, dtype=tf.float32, trainable=False, name="best_score")
         self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
         self.evaluations_without_gain = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.nonfinite_batches = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(
             model=model,
             hash_optimizer=model.hash_optimizer,
@@ -38,6 +39,7 @@ class RunCheckpoints:
             best_score=self.best_score,
             best_epoch=self.best_epoch,
             evaluations_without_gain=self.evaluations_without_gain,
+            nonfinite_batches=self.nonfinite_batches,
         )
         directory = os.path.join(model_dir, "checkpoints")
         self.latest = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=keep)
@@ -63,7 +65,8 @@ class RunCheckpoints:
             try:
                 self.checkpoint.read(path).assert_existing_objects_matched()
                 return path
-            except (tf.errors.OpError, ValueError, AssertionError) as error:
+            except Exception as error:  # noqa: BLE001 - a damaged file raises many kinds
+                # The next read overwrites every variable, so a partial read here is harmless.
                 logging.warning("Checkpoint %s is unreadable (%s); trying the one before it.",
                                 path, error)
         return None

@@ -21,6 +21,59 @@ def mask_overlay(images, masks):
     return tf.clip_by_value(images / 255.0 * (0.25 + 0.75 * upsampled), 0.0, 1.0)
 
 
+class NonFiniteTrainingError(RuntimeError):
+    """A loss or gradient became NaN or Inf (with --on_nonfinite=stop)."""
+
+
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Acts on the batches the train step refused to apply (non-finite loss or gradients).
+
+    The step itself never applies such a batch. With policy "stop", the first one raises
+    NonFiniteTrainingError naming the global step and the loss terms that were not finite,
+    before the epoch's checkpoint is written, so the last checkpoint stays the last good one.
+    With "skip_batch", the epoch's count is added to `counter` and reported.
+
+    Args:
+        policy: "stop" or "skip_batch".
+        steps_per_epoch: to turn (epoch, batch) into a global step.
+        counter: int64 variable, total skipped batches (saved in checkpoints).
+        print_fn: where the report goes.
+    """
+
+    def __init__(self, policy, steps_per_epoch, counter, print_fn=print):
+        super().__init__()
+        self.policy = policy
+        self.steps_per_epoch = steps_per_epoch
+        self.counter = counter
+        self.print_fn = print_fn
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        if self.policy != "stop" or not float(logs.get("nonfinite_batches", 0.0)):
+            return
+        step = self.epoch * self.steps_per_epoch + batch + 1
+        terms = [name for name, value in logs.items()
+                 if name != "nonfinite_batches" and not np.isfinite(float(value))]
+        what = (f"loss term(s) {', '.join(terms)}" if terms
+                else "a gradient (every loss term was finite)")
+        raise NonFiniteTrainingError(
+            f"step {step} (epoch {self.epoch + 1}, batch {batch + 1}): {what} became NaN or "
+            "Inf; the batch was not applied and training stopped. The last checkpoint is the "
+            "last good one. Rerun with --on_nonfinite=skip_batch to skip such batches."
+        )
+
+    def on_epoch_end(self, epoch, logs=None):
+        skipped = int(round(float((logs or {}).get("nonfinite_batches", 0.0))))
+        if skipped:
+            self.counter.assign_add(skipped)
+            self.print_fn(f"epoch {epoch + 1}: skipped {skipped} batch(es) with NaN/Inf "
+                          f"({int(self.counter.numpy())} in the run so far)")
+
+
 class TrainingMonitor(keras.callbacks.Callback):
     """At the end of each epoch: validation mAP (every `eval_every`), model selection on it,
     early stopping, checkpoints, and TensorBoard scalars and mask images.

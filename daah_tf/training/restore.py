@@ -29,10 +29,14 @@ def restore_model(model_dir, checkpoint="best"):
     Returns:
         (model, text_featurizer or None, RunConfig, inputs description dict).
     """
+    import keras
+
     from daah_tf.training.checkpoints import RunCheckpoints
-    from daah_tf.training.trainer import build_compiled_model
+    from daah_tf.training.trainer import PRECISION_POLICIES, build_compiled_model
 
     config = load_run_config(model_dir)
+    # The layers take their dtypes from the global policy when built: use the run's.
+    keras.mixed_precision.set_global_policy(PRECISION_POLICIES[config.train.mixed_precision])
     with open(os.path.join(model_dir, INPUTS_FILE), encoding="utf-8") as stream:
         inputs = json.load(stream)
     featurizer = None

@@ -1,5 +1,6 @@
 """train_and_evaluate: the whole run, from a RunConfig to metrics.json and a SavedModel."""
 
+import dataclasses
 import os
 import time
 
@@ -16,35 +17,57 @@ from daah_tf.data.registry import load_dataset
 from daah_tf.data.splits import carve_validation, write_splits
 from daah_tf.data.text_featurizer import TextFeaturizer
 from daah_tf.models import build_model
-from daah_tf.training import restore, run_directory
+from daah_tf.training import distribution, restore, run_directory
 from daah_tf.training.checkpoints import RunCheckpoints
 from daah_tf.training.evaluation import CodeEncoder, chance_map, mask_iou, retrieval_maps
-from daah_tf.training.monitor import TrainingMonitor
+from daah_tf.training.monitor import NonFiniteGuard, TrainingMonitor
 
-_POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+PRECISION_POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 def configure_runtime(config: RunConfig):
-    """Seeds every generator, and sets determinism and the precision policy."""
+    """Seeds every generator, and sets devices, determinism and the precision policy."""
+    distribution.split_cpu(config.train.logical_cpu_devices)
     keras.utils.set_random_seed(config.data.seed)
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy(_POLICIES[config.train.mixed_precision])
+    keras.mixed_precision.set_global_policy(PRECISION_POLICIES[config.train.mixed_precision])
 
 
 def load_data(config: RunConfig):
     """The dataset, with the training split cut into train and validation."""
     data_config = config.data
-    data = load_dataset(
-        data_config.dataset, data_config.data_dir, seed=data_config.seed,
-        skip_bad_rows=data_config.skip_bad_rows, num_pairs=data_config.synthetic_pairs,
-        num_classes=data_config.synthetic_classes, image_size=data_config.image_size,
-    )
+    if data_config.feature_cache:
+        # Backbone features cached by tools/cache_features.py stand in for the images.
+        from daah_tf.data.feature_cache import load_feature_cache
+
+        data = load_feature_cache(data_config.feature_cache, dataset=data_config.dataset)
+    else:
+        data = load_dataset(
+            data_config.dataset, data_config.data_dir, seed=data_config.seed,
+            skip_bad_rows=data_config.skip_bad_rows, num_pairs=data_config.synthetic_pairs,
+            num_classes=data_config.synthetic_classes, image_size=data_config.image_size,
+        )
     train, validation = carve_validation(
         data.splits["train"], data_config.validation_fraction, data_config.seed
     )
     data.splits = dict(data.splits, train=train, validation=validation)
     return data
+
+
+def check_backbone_fits(data: PairedDataset, config: RunConfig):
+    """Images given as features need the precomputed backbone, and pictures need a CNN."""
+    backbone = config.model.image_backbone
+    if data.image_kind == "features" and backbone != "precomputed":
+        raise ValueError(
+            f"{data.name} gives image features of shape {data.image_shape}, not pictures: "
+            "use --image_backbone=precomputed"
+        )
+    if data.image_kind != "features" and backbone == "precomputed":
+        raise ValueError(
+            f"{data.name} gives pictures; --image_backbone=precomputed needs feature vectors "
+            "or a --feature_cache"
+        )
 
 
 def text_featurizer_for(data: PairedDataset, config: RunConfig, resuming):
@@ -78,6 +101,7 @@ def build_compiled_model(config: RunConfig, image_shape, text_dim):
         hash_optimizer=keras.optimizers.Adam(config.train.hash_learning_rate),
         attention_optimizer=keras.optimizers.Adam(config.train.attention_learning_rate),
         jit_compile=config.train.jit_compile,
+        on_nonfinite=config.train.on_nonfinite,
     )
     return model
 
@@ -132,12 +156,14 @@ def _fit(model, feeder, checkpoints, config, start_epoch, print_fn):
                               feeder.codes(encoder, "train"), feeder.labels("train"))
 
     mask_batch = None
-    if has_validation:
+    if has_validation and feeder.data.image_kind != "features":  # overlays need pictures
         mask_batch = next(iter(feeder.pipeline("validation", False, with_labels=False)))
     log_dir = os.path.join(train_config.model_dir, "tensorboard")
     monitor = TrainingMonitor(checkpoints, validate, train_config.epochs, train_config.eval_every,
                               train_config.early_stopping_patience, log_dir, mask_batch, print_fn)
-    callbacks = [keras.callbacks.TensorBoard(log_dir=log_dir), monitor]
+    guard = NonFiniteGuard(config.train.on_nonfinite, steps, checkpoints.nonfinite_batches,
+                           print_fn)
+    callbacks = [guard, keras.callbacks.TensorBoard(log_dir=log_dir), monitor]
     model.fit(
         training, epochs=train_config.epochs, initial_epoch=start_epoch, steps_per_epoch=steps,
         validation_data=feeder.pipeline("validation", False) if has_validation else None,
@@ -195,16 +221,23 @@ def train_and_evaluate(config: RunConfig, flags_text, print_fn=print):
     """
     started = time.time()
     configure_runtime(config)
+    strategy = distribution.make_strategy(config.train.distribution)
+    chief = distribution.is_chief(strategy)
+    data = load_data(config)  # bad data stops the run before anything is written
+    check_backbone_fits(data, config)
+    model_dir = distribution.worker_dir(config.train.model_dir, strategy)
+    if model_dir != config.train.model_dir:
+        config = dataclasses.replace(
+            config, train=dataclasses.replace(config.train, model_dir=model_dir))
     resuming = run_directory.prepare(config, flags_text)
-    model_dir = config.train.model_dir
-    data = load_data(config)
     write_splits(data.splits, os.path.join(model_dir, "splits.json"))
     featurizer = text_featurizer_for(data, config, resuming)
     image_shape, text_dim = input_shapes(data, config, featurizer)
     run_directory.atomic_write_json(os.path.join(model_dir, restore.INPUTS_FILE),
                                     restore.inputs_description(data, image_shape, text_dim))
-    model = build_compiled_model(config, image_shape, text_dim)
-    checkpoints = RunCheckpoints(model, model_dir, config.train.keep_checkpoints)
+    with strategy.scope():  # variables of the model and of both optimizers are mirrored
+        model = build_compiled_model(config, image_shape, text_dim)
+        checkpoints = RunCheckpoints(model, model_dir, config.train.keep_checkpoints)
     start_epoch = 0
     if resuming:
         path = checkpoints.restore_latest()
@@ -221,11 +254,14 @@ def train_and_evaluate(config: RunConfig, flags_text, print_fn=print):
         print_fn(f"{model_dir}: training already finished at epoch {start_epoch}; "
                  "evaluating the selected checkpoint.")
     trained = {"epochs_trained": int(checkpoints.epoch.numpy()),
-               "steps": int(model.hash_optimizer.iterations.numpy())}
+               "steps": int(model.hash_optimizer.iterations.numpy()),
+               "nonfinite_batches_skipped": int(checkpoints.nonfinite_batches.numpy())}
     if checkpoints.restore_best() is None:
         logging.info("No validation split: keeping the last epoch's weights.")
     results = final_metrics(model, feeder, config, checkpoints)
     results.update(trained)  # of the whole run, not of the selected checkpoint
+    if not chief:
+        return results
     results["seconds"] = round(time.time() - started, 1)
     run_directory.atomic_write_json(os.path.join(model_dir, "metrics.json"), results)
     export.export_saved_model(model, os.path.join(model_dir, "saved_model"), data.image_kind,

@@ -42,6 +42,7 @@ class ModelConfig:
     attention: str = "adversarial"  # "adversarial" | "none"
     adversarial: bool = True
     attention_gradient: str = "unattended"  # "unattended" | "both"
+    loss: str = "daah"  # "daah" | "dcmh" (the DCMH-style baseline, with attention "none")
     margin: float = 1.0
     similarity: str = "binary"
     update: str = "alternating"

@@ -12,7 +12,7 @@ from absl import flags
 from daah_tf.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from daah_tf.data.registry import DATASETS
 from daah_tf.losses import SIMILARITY_KINDS
-from daah_tf.models.daah import ATTENTION_GRADIENTS, NONFINITE_POLICIES, UPDATE_MODES
+from daah_tf.models.daah import ATTENTION_GRADIENTS, LOSSES, NONFINITE_POLICIES, UPDATE_MODES
 from daah_tf.models.factory import ATTENTION_CHOICES
 from daah_tf.models.image_encoder import BACKBONES
 from daah_tf.training.distribution import STRATEGIES
@@ -71,6 +71,9 @@ flags.DEFINE_float("margin", _MODEL.margin, "Margin eps of the triplet ranking l
 flags.DEFINE_enum("attention_gradient", _MODEL.attention_gradient, ATTENTION_GRADIENTS,
                   "Attention player's gradient of L_adv: through the unattended codes only, "
                   "or through the attended query codes too (see the README).")
+flags.DEFINE_enum("loss", _MODEL.loss, LOSSES,
+                  "daah: the paper's triplet losses; dcmh: the DCMH-style baseline "
+                  "(needs --attention=none).")
 flags.DEFINE_enum("similarity", _MODEL.similarity, SIMILARITY_KINDS,
                   "S(i,j) from labels: binary (share a label), count, cosine.")
 flags.DEFINE_enum("update", _MODEL.update, UPDATE_MODES,
@@ -166,6 +169,13 @@ def _logical_devices_need_mirrored(values):
     return values["logical_cpu_devices"] <= 1 or values["distribution"] == "mirrored"
 
 
+@flags.multi_flags_validator(["loss", "attention"],
+                             message="--loss=dcmh is the attention-free baseline: add "
+                                     "--attention=none")
+def _dcmh_without_attention(values):
+    return values["loss"] != "dcmh" or values["attention"] == "none"
+
+
 def default_model_dir(dataset, bits):
     """runs/<dataset>_<bits>bit: the same command always finds (and resumes) the same run."""
     return os.path.join("runs", f"{dataset}_{bits}bit")
@@ -188,7 +198,7 @@ def config_from_flags():
         cnn_filters=ints(FLAGS.cnn_filters), image_hidden_units=ints(FLAGS.image_hidden_units),
         text_units=ints(FLAGS.text_units), dropout=FLAGS.dropout, attention=FLAGS.attention,
         adversarial=FLAGS.adversarial, attention_gradient=FLAGS.attention_gradient,
-        margin=FLAGS.margin, similarity=FLAGS.similarity,
+        margin=FLAGS.margin, loss=FLAGS.loss, similarity=FLAGS.similarity,
         update=FLAGS.update,
     )
     train = TrainConfig(

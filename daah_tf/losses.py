@@ -167,3 +167,42 @@ def binary_codes(codes):
         (N, q) int8 with entries in {-1, +1}.
     """
     return tf.where(codes >= 0, tf.ones_like(codes, tf.int8), -tf.ones_like(codes, tf.int8))
+
+
+def log_one_plus_exp(x):
+    """log(1 + e^x) without overflow: max(x, 0) + log(1 + e^-|x|)."""
+    return tf.nn.relu(x) + tf.math.log1p(tf.exp(-tf.abs(x)))
+
+
+def dcmh_loss(image_codes, text_codes, labels, quantization_weight=1.0, balance_weight=1.0):
+    """The DCMH-style baseline objective (Jiang & Li, "Deep Cross-Modal Hashing", CVPR 2017).
+
+    With Theta_ij = 0.5 * <F_i, G_j> (F image codes, G text codes, both (B, q)), binary
+    S_ij and B = sign(F + G):
+
+        (Eq. D1) nll          = mean_ij [ log(1 + e^Theta_ij) - S_ij * Theta_ij ]
+        (Eq. D2) quantization = mean_i [ ||B_i - F_i||^2 + ||B_i - G_i||^2 ] / q
+        (Eq. D3) balance      = (||sum_i F_i||^2 + ||sum_i G_i||^2) / (B^2 q)
+
+    Means instead of DCMH's sums, so the weights do not depend on the batch size.
+
+    Returns:
+        Dict of scalar float32: "nll", "quantization", "balance", and "total" =
+        nll + quantization_weight * quantization + balance_weight * balance.
+    """
+    f = tf.cast(image_codes, tf.float32)
+    g = tf.cast(text_codes, tf.float32)
+    similarity = label_similarity(labels, labels, "binary")
+    theta = 0.5 * tf.matmul(f, g, transpose_b=True)
+    nll = tf.reduce_mean(log_one_plus_exp(theta) - similarity * theta)
+    # B is a target, not a path for gradients (DCMH solves it in closed form per step).
+    binary = tf.stop_gradient(tf.sign(f + g) + tf.cast(tf.equal(f + g, 0.0), tf.float32))
+    bits = tf.cast(tf.shape(f)[1], tf.float32)
+    batch = tf.cast(tf.shape(f)[0], tf.float32)
+    quantization = tf.reduce_mean(
+        tf.reduce_sum(tf.square(binary - f) + tf.square(binary - g), axis=1)) / bits
+    balance = (tf.reduce_sum(tf.square(tf.reduce_sum(f, 0)))
+               + tf.reduce_sum(tf.square(tf.reduce_sum(g, 0)))) / (batch * batch * bits)
+    terms = {"nll": nll, "quantization": quantization, "balance": balance}
+    terms["total"] = nll + quantization_weight * quantization + balance_weight * balance
+    return terms

@@ -242,3 +242,20 @@ def test_already_features_cannot_be_cached(tmp_path, small_encoder):
     data.image_kind = "features"
     with pytest.raises(ValueError, match="already features"):
         write_feature_cache(data, str(tmp_path / "c"), small_encoder, 8)
+
+
+def test_an_undecodable_image_file_names_its_batch(tmp_path, small_encoder):
+    from PIL import Image
+
+    paths = []
+    for index in range(6):
+        path = tmp_path / f"{index}.png"
+        Image.new("RGB", (9, 9), (index * 40, 0, 0)).save(path)
+        paths.append(str(path))
+    (tmp_path / "4.png").write_bytes(b"not an image")
+    data = bow_dataset(rows=6)
+    data.images, data.image_kind = np.asarray(paths, dtype=object), "paths"
+    out = tmp_path / "out"
+    with pytest.raises(DatasetError, match=r"rows 4\.\.5 .*4\.png"):
+        write_feature_cache(data, str(out), small_encoder, 8, batch_size=2)
+    assert not out.exists() and not [n for n in os.listdir(tmp_path) if n.startswith(".")]

@@ -116,7 +116,7 @@ def test_augmentation_keeps_shape_and_range_and_changes_between_epochs():
     batches = collect(make_pipeline(data, index, 16, training=True, seed=3, last_epoch=2))
     plain = collect(make_pipeline(data, index, 16, training=True, seed=3, last_epoch=2,
                                   augment=False))
-    for rows, images, _ in batches:
+    for _, images, _ in batches:
         assert images.shape == (16, SIDE, SIDE, 3) and images.dtype == np.float32
         assert images.min() >= 0.0 and images.max() <= 255.0
     # without augmentation: the exact pixels of the rows

@@ -60,10 +60,9 @@ def _timer(model, pipeline, steps, warmup):
     return time_steps
 
 
-def run_case(name, case, repeats):
+def run_case(case, repeats):
     """{"e2e": s/step, "cache": s/step, "cache_build": s, ...} medians over repeats."""
     import keras
-    import numpy as np
 
     from daah_tf.data.feature_cache import build_backbone, load_feature_cache, write_feature_cache
     from daah_tf.data.pipeline import make_pipeline
@@ -117,7 +116,7 @@ def main():
               f"{'e2e steps/s':>12} {'cache steps/s':>14} {'speedup':>8} {'cache build':>12}")
     for name in names:
         case = CASES[name]
-        results[name] = result = run_case(name, case, args.repeats)
+        results[name] = result = run_case(case, args.repeats)
         print(f"  {name}: e2e s/step {result['spread']['e2e']}, cache s/step "
               f"{result['spread']['cache']} (min, max)", flush=True)
     print(header)

@@ -110,6 +110,14 @@ def _check_finite_chunk(values, path, first_row, what):
         raise DatasetError(f"{path}: row {bad}: {what} is NaN or infinite")
 
 
+def _unreadable_batch(data, start, batch_size, error):
+    rows = f"rows {start}..{min(start + batch_size, len(data)) - 1}"
+    if data.image_kind == "paths":
+        rows += f" (files {', '.join(str(p) for p in data.images[start:start + batch_size])})"
+    return (f"{data.name}: {rows}: an image could not be read ({error.message.strip()}); "
+            f"find bad files with python -m daah_tf.data.check --verify_images")
+
+
 def _write_features(data, path, encoder, image_size, batch_size, progress):
     """Runs the encoder over every row and writes (N, h, w, c) float16, batch by batch."""
     import tensorflow as tf
@@ -122,7 +130,14 @@ def _write_features(data, path, encoder, image_size, batch_size, progress):
     encode = tf.function(lambda images: tf.cast(encoder(images, training=False), tf.float32),
                          reduce_retracing=True)
     start = 0
-    for images in _image_batches(data, batch_size, image_size):
+    batches = _image_batches(data, batch_size, image_size)
+    while True:
+        try:
+            images = next(batches, None)
+        except tf.errors.OpError as error:  # e.g. an image file that does not decode
+            raise DatasetError(_unreadable_batch(data, start, batch_size, error)) from error
+        if images is None:
+            break
         with np.errstate(over="ignore"):  # an overflow becomes inf, caught just below
             values = encode(images).numpy().astype(FEATURE_DTYPE)
         # float16 tops out at 65504: a larger activation would be stored as inf.

@@ -6,6 +6,7 @@ import tensorflow as tf
 from daah_tf import losses
 
 UPDATE_MODES = ("alternating", "simultaneous")
+LOSSES = ("daah", "dcmh")
 NONFINITE_POLICIES = ("stop", "skip_batch")
 ATTENTION_GRADIENTS = ("unattended", "both")
 
@@ -21,6 +22,9 @@ LOSS_TERMS = (
     "ret_t2t",
     "adv_t2i",
     "adv_i2t",
+    "dcmh_nll",
+    "dcmh_quantization",
+    "dcmh_balance",
 )
 STATISTICS = (
     "nonfinite_batches",
@@ -65,6 +69,8 @@ class DAAH(keras.Model):
         update: "alternating" (the paper: attention pass 2 runs after pass 1's update) or
             "simultaneous" (one forward pass, both players' gradients from it).
         adversarial: if False, drop L_adv and never train the attention (ablation).
+        loss: "daah" (Eq. 1-4) or "dcmh", the DCMH-style baseline objective
+            (`losses.dcmh_loss`; no attention).
         attention_gradient: which codes carry the attention player's gradient of L_adv:
             "unattended" (default) the unattended database codes H^ only, the attended query
             codes H held constant; "both" the literal reading of design.md, where the player
@@ -92,9 +98,14 @@ class DAAH(keras.Model):
         update="alternating",
         adversarial=True,
         attention_gradient="unattended",
+        loss="daah",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if loss == "dcmh" and image_attention is not None:
+            raise ValueError("the DCMH baseline has no attention: use attention none with it")
         if attention_gradient not in ATTENTION_GRADIENTS:
             raise ValueError(
                 f"attention_gradient must be one of {ATTENTION_GRADIENTS}, "
@@ -119,6 +130,7 @@ class DAAH(keras.Model):
         self.update = update
         self.adversarial = bool(adversarial) and image_attention is not None
         self.attention_gradient = attention_gradient
+        self.loss_kind = loss
         self.hash_optimizer = None
         self.attention_optimizer = None
         self.on_nonfinite = "stop"
@@ -304,6 +316,11 @@ class DAAH(keras.Model):
         Returns a dict of scalar float32: "loss" (F = L_ret + L_adv, the hashing player's
         objective), "retrieval_loss", "adversarial_loss", and the terms "ret_*", "adv_*".
         """
+        if self.loss_kind == "dcmh":
+            dcmh = losses.dcmh_loss(outputs["image_codes"], outputs["text_codes"], labels)
+            terms = {f"dcmh_{k}": v for k, v in dcmh.items() if k != "total"}
+            terms["loss"] = dcmh["total"]
+            return terms
         retrieval = losses.retrieval_loss(
             outputs["image_codes"], outputs["text_codes"], labels, self.margin, self.similarity
         )
@@ -475,7 +492,10 @@ class DAAH(keras.Model):
 
     @property
     def _reported_metrics(self):
-        names = ["loss", "retrieval_loss", "ret_t2i", "ret_i2t", "ret_i2i", "ret_t2t"]
+        if self.loss_kind == "dcmh":
+            names = ["loss", "dcmh_nll", "dcmh_quantization", "dcmh_balance"]
+        else:
+            names = ["loss", "retrieval_loss", "ret_t2i", "ret_i2t", "ret_i2i", "ret_t2t"]
         if self.image_attention is not None:
             names += ["adversarial_loss", "adv_t2i", "adv_i2t"]
             names += ["attended_fraction_image", "attended_fraction_text"]
@@ -503,6 +523,7 @@ class DAAH(keras.Model):
             update=self.update,
             adversarial=self.adversarial,
             attention_gradient=self.attention_gradient,
+            loss=self.loss_kind,
         )
         return config
 

@@ -54,6 +54,7 @@ def build_model(config: ModelConfig, image_shape, text_dim):
         update=config.update,
         adversarial=config.adversarial,
         attention_gradient=config.attention_gradient,
+        loss=config.loss,
         name="daah",
     )
     model.build({"image": image_input, "text": (None, int(text_dim))})

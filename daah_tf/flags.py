@@ -131,10 +131,11 @@ flags.register_validator("image_hidden_units", lambda v: len(v) == 2,
                          message="--image_hidden_units takes exactly two sizes, e.g. 4096,4096")
 
 
-@flags.multi_flags_validator(["dataset", "data_dir"],
-                             message="--data_dir is required for every dataset but synthetic")
+@flags.multi_flags_validator(["dataset", "data_dir", "feature_cache"],
+                             message="--data_dir (or a --feature_cache) is required for every "
+                                     "dataset but synthetic")
 def _data_dir_given(values):
-    return values["dataset"] == "synthetic" or bool(values["data_dir"])
+    return values["dataset"] == "synthetic" or bool(values["data_dir"] or values["feature_cache"])
 
 
 @flags.multi_flags_validator(["image_backbone", "feature_cache", "dataset"],

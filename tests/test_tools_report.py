@@ -1,0 +1,171 @@
+"""Tests of tools/report.py and tools/visualize_attention.py on smoke-sized runs.
+
+    .venv/bin/python -m pytest -q tests/test_tools_report.py
+
+One report invocation (synthetic, 16 bits, daah and dcmh, smoke-sized through --extra_flags)
+trains the two runs once per module; visualize_attention reuses its daah run.
+"""
+
+import contextlib
+import io
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
+
+import report  # noqa: E402
+import visualize_attention  # noqa: E402
+
+SMOKE = os.path.join(REPO_ROOT, "flags", "smoke.cfg")
+
+
+def _report_args(root):
+    return ["--dataset=synthetic", "--bits=16", "--methods=daah,dcmh", "--epochs=1",
+            f"--extra_flags=--flagfile={SMOKE}", f"--runs_dir={root / 'runs'}",
+            f"--out={root / 'report.md'}"]
+
+
+def _run_report(argv):
+    """(exit status, stdout, seconds) of report.main(argv) in this process."""
+    output = io.StringIO()
+    started = time.time()
+    with contextlib.redirect_stdout(output):
+        status = report.main(argv)
+    return status, output.getvalue(), time.time() - started
+
+
+@pytest.fixture(scope="module")
+def smoke_report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    status, output, _ = _run_report(_report_args(root))
+    assert status == 0, output
+    return root, output
+
+
+def test_report_writes_table_and_pr_figure(smoke_report):
+    root, output = smoke_report
+    assert output.count("training into") == 2
+    text = (root / "report.md").read_text()
+    table = text.split("## mAP@all")[1].split("\n## ")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| method | 16 bits I->T | 16 bits T->I |"
+    assert [r.split("|")[1].strip() for r in rows[1:]] == [
+        "DAAH (`daah`)", "DCMH-style loss, no attention (`dcmh`)", "chance (random ranking)"]
+    for row in rows[1:]:
+        values = [float(v) for v in row.strip("|").split("|")[1:]]
+        assert all(0.0 <= v <= 1.0 for v in values), row
+    # The synthetic dataset has object boxes: the attention method gets its IoU row.
+    assert "| DAAH (`daah`) | 16 |" in text
+    assert "![PR curves at 16 bits](report_pr.png)" in text
+    assert "--loss=dcmh --attention=none" in text  # the cell's train command is in the report
+    png = (root / "report_pr.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_report_second_invocation_reuses_runs(smoke_report):
+    root, _ = smoke_report
+    before = (root / "runs" / "synthetic" / "daah_16bit" / "metrics.json").stat().st_mtime
+    status, output, seconds = _run_report(_report_args(root))
+    assert status == 0, output
+    assert output.count("reusing") == 4, output  # two runs and two cached PR curves
+    assert "training into" not in output
+    assert seconds < 10, f"a fully reused report took {seconds:.1f} s"
+    assert (root / "runs" / "synthetic" / "daah_16bit" / "metrics.json").stat().st_mtime == before
+    assert "| reused |" in (root / "report.md").read_text()
+
+
+def test_report_rejects_unknown_method(tmp_path, capsys):
+    assert report.main(["--methods=daah,bogus", f"--runs_dir={tmp_path}"]) == 2
+    assert "bogus" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_train_command_order_keeps_cell_flags_last():
+    args = report.parse_args(["--dataset=synthetic", "--bits=32", "--epochs=3",
+                              "--extra_flags=--bits=8 --epochs=99"])
+    command = report.train_command(args, "no_attention", 32)
+    assert command[3].endswith(os.path.join("flags", "demo.cfg"))
+    # absl keeps a flag's last value: the cell's bits and epochs win over --extra_flags.
+    assert command.index("--bits=32") > command.index("--bits=8")
+    assert command.index("--epochs=3") > command.index("--epochs=99")
+    assert "--attention=none" in command
+
+
+def test_visualize_attention_png_has_one_row_per_example(smoke_report, tmp_path):
+    from PIL import Image
+
+    model_dir = smoke_report[0] / "runs" / "synthetic" / "daah_16bit"
+    out = tmp_path / "attention.png"
+    assert visualize_attention.main([f"--model_dir={model_dir}", "--num=3", f"--out={out}"]) == 0
+    with Image.open(out) as image:
+        assert image.size == visualize_attention.figure_size_pixels(3)
+        pixels = np.asarray(image.convert("L"))
+    assert pixels.std() > 10  # drawn, not blank
+    assert visualize_attention.figure_size_pixels(5)[1] > visualize_attention.figure_size_pixels(
+        3)[1]
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]  # atomic write
+
+
+def test_word_scores_in_unit_interval(smoke_report):
+    model_dir = smoke_report[0] / "runs" / "synthetic" / "daah_16bit"
+    example = visualize_attention.load_examples(str(model_dir), 4, words=5)
+    assert len(example["rows"]) == 4 and example["image_mask"].shape[0] == 4
+    scores = example["word_scores"]
+    scored = scores[np.isfinite(scores)]
+    assert scored.size > 0
+    assert np.all((scored >= 0.0) & (scored <= 1.0))
+    for words in example["words"]:
+        assert 0 < len(words) <= 5
+        values = [score for _, score in words]
+        assert values == sorted(values, reverse=True)
+        assert all(name != "[out of vocabulary]" for name, _ in words)
+
+
+def test_word_scores_bounds_from_the_mask():
+    """All dimensions attended: every present word scores 1; none attended: 0; absent: NaN."""
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(6, 4))
+
+    def encoder(bow, training=False):
+        return np.maximum(np.asarray(bow) @ weights + 0.1, 0.0)
+
+    bow = np.array([[0, 1, 2, 0, 0, 1], [1, 0, 0, 3, 0, 0]], np.float32)
+    ones = visualize_attention.word_scores(encoder, bow, np.ones((2, 4)))
+    zeros = visualize_attention.word_scores(encoder, bow, np.zeros((2, 4)))
+    present = bow > 0
+    assert np.all(np.isnan(ones[~present])) and np.all(np.isnan(zeros[~present]))
+    own = encoder(np.eye(6)) - encoder(np.zeros((1, 6)))
+    has_energy = (own**2).sum(axis=1) > 0
+    assert np.allclose(ones[present & has_energy[None]], 1.0)
+    assert np.allclose(zeros[present & has_energy[None]], 0.0)
+    half = visualize_attention.word_scores(encoder, bow, np.array([[1, 1, 0, 0]] * 2))
+    expected = (own[:, :2] ** 2).sum(1) / (own**2).sum(1)
+    assert np.allclose(half[0, 1], expected[1]) and np.allclose(half[1, 3], expected[3])
+
+
+def test_vector_dataset_figure_draws_feature_masks(tmp_path):
+    """A Wiki-like example (128-d image features, no pictures) draws bars, one row each."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    num = 2
+    example = {
+        "dataset": "wiki", "image_kind": "features", "split": "query", "rows": np.arange(num),
+        "images": rng.random((num, 128)), "image_mask": rng.random((num, 128)) > 0.6,
+        "boxes": None, "labels": [["art"], ["music"]], "texts": None,
+        "text_mask": rng.random((num, 32)) > 0.5, "word_scores": rng.random((num, 10)),
+        "words": [[("#3", 0.9), ("#1", 0.4)], []], "attended_text_fraction": np.array([0.4, 0.5]),
+        "mask_iou": None, "random_mask_iou": None,
+    }
+    out = tmp_path / "vector.png"
+    assert visualize_attention.draw_figure(example, str(out)) == \
+        visualize_attention.figure_size_pixels(num)
+    with Image.open(out) as image:
+        assert image.size == visualize_attention.figure_size_pixels(num)

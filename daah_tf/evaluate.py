@@ -21,12 +21,12 @@ import io  # noqa: E402
 import json  # noqa: E402
 import logging as pylogging  # noqa: E402
 import math  # noqa: E402
-import tempfile  # noqa: E402
 
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from daah_tf import metrics  # noqa: E402
+from daah_tf.atomic import atomic_write_bytes  # noqa: E402
 from daah_tf.data.base import DatasetError  # noqa: E402
 from daah_tf.data.registry import DATASETS  # noqa: E402
 
@@ -316,26 +316,6 @@ def table_lines(results):
 
 def _fmt(value):
     return "n/a" if value is None else f"{value:.4f}"
-
-
-def atomic_write_bytes(path, data):
-    """Writes bytes to `path` via a temporary file in the same folder and os.replace."""
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                                         prefix=".tmp-", suffix=".part")
-    try:
-        # mkstemp makes the file private (0600); results are for anyone the umask allows.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def pr_curve_csv(results):

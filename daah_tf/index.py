@@ -18,12 +18,12 @@ equal distance, the one added earlier comes first, on both backends:
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from daah_tf.atomic import atomic_writer
 from daah_tf.metrics import _distance_block, _to_words, as_packed_codes
 
 Backend = Literal["auto", "numpy", "faiss"]
@@ -108,24 +108,14 @@ class HammingIndex:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index to ``path`` (an .npz, exactly this name) atomically."""
         path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".hamming_index.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    format_version=np.int64(FORMAT_VERSION),
-                    bits=np.int64(self.bits),
-                    codes=self._all_codes(),
-                    ids=self._all_ids(),
-                )
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_writer(path) as stream:
+            np.savez(
+                stream,
+                format_version=np.int64(FORMAT_VERSION),
+                bits=np.int64(self.bits),
+                codes=self._all_codes(),
+                ids=self._all_ids(),
+            )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], backend: Backend = "auto") -> HammingIndex:

@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from daah_tf import evaluate  # noqa: E402
+from daah_tf.atomic import atomic_write_bytes  # noqa: E402
 from daah_tf.data.base import DatasetError  # noqa: E402
 from daah_tf.data.registry import DATASETS  # noqa: E402
 from daah_tf.evaluate import EvaluationError  # noqa: E402
@@ -223,13 +224,12 @@ def build(model_dir, index_dir=None, *, split="database", dataset=None, data_dir
         index.add(codes[modality], rows)
         path = os.path.join(index_dir, f"{modality}.npz")
         index.save(path)
-        _chmod_like_umask(path)  # HammingIndex.save leaves mkstemp's private 0600 mode
     header = {
         "format_version": ITEMS_FORMAT_VERSION, "dataset": data.name, "split": split,
         "bits": encoder.bits, "num_items": len(rows),
         "saved_model_fingerprint": encoder.fingerprint(),
     }
-    evaluate.atomic_write_bytes(os.path.join(index_dir, ITEMS_FILE),
+    atomic_write_bytes(os.path.join(index_dir, ITEMS_FILE),
                                 items_json(header, describe_items(data, rows)).encode("utf-8"))
     print_fn(f"Indexed {len(rows)} items of {data.name} (split {split}, {encoder.bits} bits) in "
              f"{index_dir}: image.npz (image codes), text.npz (text codes), {ITEMS_FILE}.")
@@ -241,12 +241,6 @@ def items_json(header, items):
     head = json.dumps(header, ensure_ascii=False)[:-1]
     lines = ",\n".join(json.dumps(item, ensure_ascii=False) for item in items)
     return f'{head}, "items": [\n{lines}\n]}}\n'
-
-
-def _chmod_like_umask(path):
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 # ----------------------------------------------------------------------------------------------

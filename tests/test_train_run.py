@@ -106,7 +106,7 @@ def test_other_settings_in_same_dir_are_refused(smoke_run):
 @pytest.mark.parametrize("flag, message", [
     ("--no_such_flag=1", "Unknown command line flag"),
     ("--bits=0", "--bits=0"),
-    ("--dataset=wiki", "--data_dir is required"),
+    ("--dataset=wiki", "--data_dir (or a --feature_cache) is required"),
     ("--cnn_filters=4,x", "--cnn_filters"),
 ])
 def test_bad_flags_exit_before_writing(tmp_path, flag, message):

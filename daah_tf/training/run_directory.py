@@ -11,11 +11,10 @@
 """
 
 import dataclasses
-import json
 import os
 import shutil
-import tempfile
 
+from daah_tf.atomic import atomic_write_json, atomic_write_text  # noqa: F401 (re-exported)
 from daah_tf.config import RunConfig
 
 # A checkpoint of the default model is a few MB; VGG19 with fc6/fc7 heads is about 1.5 GB with
@@ -25,26 +24,6 @@ MIN_FREE_BYTES = 64 * 1024 * 1024
 
 class RunDirectoryError(RuntimeError):
     """The run directory cannot be used (not writable, full, or holds another run)."""
-
-
-def atomic_write_text(path, text):
-    """Writes `text` to `path` so that a reader sees the old file or the new one, never half."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
-def atomic_write_json(path, value):
-    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def check_writable(model_dir, min_free_bytes=MIN_FREE_BYTES):

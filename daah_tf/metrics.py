@@ -167,7 +167,10 @@ def _relevance_block(query_words: np.ndarray, db_words_t: np.ndarray) -> np.ndar
     rel = np.zeros(buf.shape, dtype=bool)
     for w in range(db_words_t.shape[0]):
         np.bitwise_and(query_words[:, w, None], db_words_t[w], out=buf)
-        rel |= buf != 0
+        if w == 0:
+            np.not_equal(buf, 0, out=rel)
+        else:
+            rel |= buf != 0
     return rel
 
 

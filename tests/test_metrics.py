@@ -133,6 +133,10 @@ def test_relevance_matches_brute_force(n_labels):
     np.testing.assert_array_equal(metrics.relevance(ql.astype(float), dl.astype(int)), expected)
 
 
+def test_relevance_without_labels_is_all_false():
+    assert not metrics.relevance(np.zeros((2, 0)), np.zeros((3, 0))).any()
+
+
 # ---------------------------------------------------------------------------------------------
 # Average precision: hand-made cases with the answer written out
 

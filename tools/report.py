@@ -46,7 +46,6 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ chatter
@@ -54,6 +53,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: n
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+
+from daah_tf.atomic import atomic_write_bytes  # noqa: E402  (no TensorFlow behind it)
 
 # name: (flags added to the train command, what the report calls it)
 METHODS = {
@@ -320,25 +321,6 @@ def pr_curves_for(cells, cache_path, print_fn=print):
 # Output
 
 
-def atomic_write_bytes(path, data):
-    """Writes `path` via a temporary file in the same folder and os.replace: never half."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
-    try:
-        # mkstemp makes the file private (0600); a report is for anyone the umask allows.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
 def plot_pr_curves(curves, methods, dataset, bits, path, chance=None):
     """Writes the PR figure (one panel per direction, one line per method) as PNG.
 
@@ -354,7 +336,7 @@ def plot_pr_curves(curves, methods, dataset, bits, path, chance=None):
         print("PR figure skipped: it needs matplotlib, the `plot` extra "
               "(pip install -e '.[plot]').")
         return None
-    figure, axes = pyplot.subplots(1, len(DIRECTIONS), figsize=(10, 4.2), sharey=True)
+    figure, axes = pyplot.subplots(1, len(DIRECTIONS), figsize=(10, 4.6), sharey=True)
     for panel, (direction, label) in zip(axes, DIRECTIONS.items(), strict=True):
         for method in methods:
             if method not in curves:
@@ -370,9 +352,12 @@ def plot_pr_curves(curves, methods, dataset, bits, path, chance=None):
                   xlim=(0, 1.02), ylim=(0, 1.02))
         panel.grid(alpha=0.3)
     axes[0].set_ylabel("precision")
-    axes[0].legend(loc="lower left", fontsize=8)
+    # One legend below both panels: inside a panel it would hide curves.
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8,
+                  frameon=False)
     figure.suptitle("Precision-recall by Hamming radius 0..q (query vs database)", fontsize=10)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     pyplot.close(figure)
@@ -466,7 +451,8 @@ def report_markdown(args, cells, command_line, figure_path, started_at):
                   "Mean IoU, over the query images, between the attended cells of the image mask "
                   "(upsampled to pixels) and the union of the object boxes, against random masks "
                   "with as many attended cells per image. `no_adversarial` keeps the attention "
-                  "at its random initialisation, so it is the untrained control.", ""]
+                  "layer at its random initial weights (its mask still moves as the encoder it "
+                  "scores learns): the control without the adversarial game.", ""]
         lines += ious
     largest = max(bits_list)
     if figure_path:

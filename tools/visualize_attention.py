@@ -38,7 +38,6 @@ import argparse
 import io
 import os
 import sys
-import tempfile
 import textwrap
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ chatter
@@ -49,10 +48,12 @@ if REPO_ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from daah_tf.atomic import atomic_write_bytes  # noqa: E402  (no TensorFlow behind it)
+
 # Figure geometry: the PNG is exactly figure_size_pixels(num) (no tight bounding box).
 WIDTH_IN = 12.0
 ROW_IN = 2.1
-HEADER_IN = 0.7
+HEADER_IN = 0.95
 DPI = 100
 PICTURE_RATIOS = (1.0, 1.0, 1.0, 2.4)  # image, overlay, unattended, words
 VECTOR_RATIOS = (3.0, 2.4)  # feature mask, words
@@ -291,7 +292,9 @@ def _draw_words(axes, example, row):
     axes.set_xlim(0, 1)
     axes.tick_params(axis="x", labelsize=6)
     text = example["texts"][row] if example["texts"] is not None else None
-    title = f"word scores (dashed: attended {baseline:.0%} of text dims)"
+    text_mask = np.asarray(example["text_mask"][row]) > 0.5
+    title = (f"word scores (dashed: the attended share, {int(text_mask.sum())} of "
+             f"{text_mask.size} text dims)")
     if text is not None:
         title = textwrap.shorten(text, 70, placeholder=" ...") + "\n" + title
     axes.set_title(title, fontsize=7)
@@ -321,34 +324,17 @@ def draw_figure(example, path):
     if not pictures:
         header += ("\nThe images of this dataset are feature vectors, not pictures: each bar is "
                    "one image feature (its value), red where the image attention attends.")
-    figure.suptitle(header, fontsize=9)
-    top = 1.0 - HEADER_IN / (height / DPI)
-    bottom = 0.3 / (height / DPI)  # room for the last row's tick labels
+    height_in = height / DPI
+    figure.suptitle(header, fontsize=9, y=1.0 - 0.08 / height_in, va="top")
+    top = 1.0 - HEADER_IN / height_in
+    bottom = 0.3 / height_in  # room for the last row's tick labels
     figure.subplots_adjust(left=0.03 if pictures else 0.05, right=0.98, bottom=bottom,
                            top=top, wspace=0.35, hspace=0.75)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
     pyplot.close(figure)
-    _atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
     return width, height
-
-
-def _atomic_write_bytes(path, data):
-    """Writes `path` via a temporary file in the same folder and os.replace: never half."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
-    try:
-        umask = os.umask(0)  # mkstemp makes the file private (0600); a picture is for anyone
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 # ----------------------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ class ModelConfig:
     adversarial: bool = True
     attention_gradient: str = "unattended"  # "unattended" | "both"
     loss: str = "daah"  # "daah" | "dcmh" (the DCMH-style baseline, with attention "none")
+    dcmh_quantization_weight: float = 1.0
+    dcmh_balance_weight: float = 1.0
     margin: float = 1.0
     similarity: str = "binary"
     update: str = "alternating"

@@ -74,6 +74,10 @@ flags.DEFINE_enum("attention_gradient", _MODEL.attention_gradient, ATTENTION_GRA
 flags.DEFINE_enum("loss", _MODEL.loss, LOSSES,
                   "daah: the paper's triplet losses; dcmh: the DCMH-style baseline "
                   "(needs --attention=none).")
+flags.DEFINE_float("dcmh_quantization_weight", _MODEL.dcmh_quantization_weight,
+                   "--loss=dcmh: weight of the quantization term (DCMH: 1).", lower_bound=0.0)
+flags.DEFINE_float("dcmh_balance_weight", _MODEL.dcmh_balance_weight,
+                   "--loss=dcmh: weight of the bit-balance term (DCMH: 1).", lower_bound=0.0)
 flags.DEFINE_enum("similarity", _MODEL.similarity, SIMILARITY_KINDS,
                   "S(i,j) from labels: binary (share a label), count, cosine.")
 flags.DEFINE_enum("update", _MODEL.update, UPDATE_MODES,
@@ -199,7 +203,9 @@ def config_from_flags():
         cnn_filters=ints(FLAGS.cnn_filters), image_hidden_units=ints(FLAGS.image_hidden_units),
         text_units=ints(FLAGS.text_units), dropout=FLAGS.dropout, attention=FLAGS.attention,
         adversarial=FLAGS.adversarial, attention_gradient=FLAGS.attention_gradient,
-        margin=FLAGS.margin, loss=FLAGS.loss, similarity=FLAGS.similarity,
+        margin=FLAGS.margin, loss=FLAGS.loss,
+        dcmh_quantization_weight=FLAGS.dcmh_quantization_weight,
+        dcmh_balance_weight=FLAGS.dcmh_balance_weight, similarity=FLAGS.similarity,
         update=FLAGS.update,
     )
     train = TrainConfig(

@@ -71,6 +71,8 @@ class DAAH(keras.Model):
         adversarial: if False, drop L_adv and never train the attention (ablation).
         loss: "daah" (Eq. 1-4) or "dcmh", the DCMH-style baseline objective
             (`losses.dcmh_loss`; no attention).
+        dcmh_weights: (quantization, balance) weights of the DCMH objective; DCMH's own are
+            (1, 1), with which our tanh heads saturate and the text codes collapse (README).
         attention_gradient: which codes carry the attention player's gradient of L_adv:
             "unattended" (default) the unattended database codes H^ only, the attended query
             codes H held constant; "both" the literal reading of design.md, where the player
@@ -99,6 +101,7 @@ class DAAH(keras.Model):
         adversarial=True,
         attention_gradient="unattended",
         loss="daah",
+        dcmh_weights=(1.0, 1.0),
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -131,6 +134,7 @@ class DAAH(keras.Model):
         self.adversarial = bool(adversarial) and image_attention is not None
         self.attention_gradient = attention_gradient
         self.loss_kind = loss
+        self.dcmh_weights = tuple(float(w) for w in dcmh_weights)
         self.hash_optimizer = None
         self.attention_optimizer = None
         self.on_nonfinite = "stop"
@@ -317,7 +321,8 @@ class DAAH(keras.Model):
         objective), "retrieval_loss", "adversarial_loss", and the terms "ret_*", "adv_*".
         """
         if self.loss_kind == "dcmh":
-            dcmh = losses.dcmh_loss(outputs["image_codes"], outputs["text_codes"], labels)
+            dcmh = losses.dcmh_loss(outputs["image_codes"], outputs["text_codes"], labels,
+                                    *self.dcmh_weights)
             terms = {f"dcmh_{k}": v for k, v in dcmh.items() if k != "total"}
             terms["loss"] = dcmh["total"]
             return terms
@@ -524,6 +529,7 @@ class DAAH(keras.Model):
             adversarial=self.adversarial,
             attention_gradient=self.attention_gradient,
             loss=self.loss_kind,
+            dcmh_weights=self.dcmh_weights,
         )
         return config
 

@@ -55,6 +55,7 @@ def build_model(config: ModelConfig, image_shape, text_dim):
         adversarial=config.adversarial,
         attention_gradient=config.attention_gradient,
         loss=config.loss,
+        dcmh_weights=(config.dcmh_quantization_weight, config.dcmh_balance_weight),
         name="daah",
     )
     model.build({"image": image_input, "text": (None, int(text_dim))})

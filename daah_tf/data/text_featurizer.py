@@ -77,7 +77,8 @@ class TextFeaturizer:
 
     @property
     def layer(self):
-        """The keras.layers.TextVectorization that maps (B,) strings to (B, V) float32."""
+        """The keras.layers.TextVectorization that maps (B,) strings to (B, V) counts (int64 in
+        "count" mode, float32 in "multi_hot"); callers cast to float32."""
         if self._layer is None:
             # Made and built eagerly even when first asked for inside a tf.data or tf.function
             # graph: otherwise its lookup table would belong to that graph and fail in the next.

@@ -59,11 +59,14 @@ class RunCheckpoints:
         self.evaluations_without_gain.assign(0)
         return self.best.save(checkpoint_number=epoch)
 
+    # expect_partial: every object of ours must match (asserted), but a checkpoint may hold
+    # entries nobody reads back (e.g. save_counter), which TensorFlow would warn about at exit.
+
     def restore_latest(self):
         """Restores the newest readable checkpoint; returns its path, or None if there is none."""
         for path in reversed(self.latest.checkpoints):
             try:
-                self.checkpoint.read(path).assert_existing_objects_matched()
+                self.checkpoint.read(path).assert_existing_objects_matched().expect_partial()
                 return path
             except Exception as error:  # noqa: BLE001 - a damaged file raises many kinds
                 # The next read overwrites every variable, so a partial read here is harmless.
@@ -75,5 +78,5 @@ class RunCheckpoints:
         """Restores the best checkpoint if there is one; returns its path or None."""
         path = self.best.latest_checkpoint
         if path is not None:
-            self.checkpoint.read(path).assert_existing_objects_matched()
+            self.checkpoint.read(path).assert_existing_objects_matched().expect_partial()
         return path

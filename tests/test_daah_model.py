@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _helpers import policy
 
 from daah_tf import losses
 from daah_tf.config import ModelConfig
@@ -104,17 +103,6 @@ def assert_metrics_sane(results, expected_names=ALL_METRICS):
             assert 0.0 <= value <= 1.0, name
         else:
             assert value >= 0.0 or name == "attention_objective", name
-
-
-@contextlib.contextmanager
-def policy(name):
-    """Sets the global dtype policy for a `with` block and always restores the previous one."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 
 import h5py
@@ -10,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _helpers import policy
 
 from daah_tf.config import ModelConfig
 from daah_tf.models import (
@@ -43,17 +43,6 @@ def assert_mask_matches(mask, probabilities, alpha):
     clear = np.abs(probabilities - alpha) > 1e-6 * alpha
     assert clear.mean() > 0.9
     np.testing.assert_array_equal(mask[clear], expected[clear])
-
-
-@contextlib.contextmanager
-def policy(name):
-    """Sets the global dtype policy for a `with` block and always restores the previous one."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 # ---------------------------------------------------------------------------------------------

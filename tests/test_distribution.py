@@ -86,7 +86,9 @@ def test_mirrored_on_two_cpu_devices_matches_single_device(tmp_path, update):
 
 @pytest.mark.parametrize("extra", [
     ["--mixed_precision=bfloat16"],  # XLA itself: test_daah_model::test_fit_with_xla
-    ["--mixed_precision=float16", "--update=simultaneous"],
+    # A one-worker MultiWorkerMirroredStrategy (no TF_CONFIG): the guarded update must not
+    # put a cross-replica merge inside tf.cond even with a single replica.
+    ["--mixed_precision=float16", "--update=simultaneous", "--distribution=multi_worker"],
 ])
 def test_precision_jit_and_update_flags_train_and_export(tmp_path, extra):
     model_dir = tmp_path / "run"

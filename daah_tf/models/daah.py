@@ -382,8 +382,9 @@ class DAAH(keras.Model):
             for gradient in gradients:
                 if gradient is not None:
                     finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(gradient)))
-        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
-            # A cross-replica update cannot sit inside tf.cond; zero the batch's gradients
+        if tf.distribute.has_strategy():
+            # Under any tf.distribute strategy (even with one replica) the update is a
+            # cross-replica merge, which cannot sit inside tf.cond; zero the batch's gradients
             # instead (the optimizer's moments still decay by one step).
             gradients = [None if g is None else tf.where(finite, g, tf.zeros_like(g))
                          for g in gradients]

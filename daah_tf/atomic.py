@@ -9,6 +9,8 @@ import json
 import os
 import tempfile
 
+from daah_tf import faults
+
 
 def _umask():
     mask = os.umask(0)
@@ -20,8 +22,10 @@ def _umask():
 def atomic_writer(path):
     """Yields a binary stream; on a clean exit its bytes replace `path` in one rename.
 
-    On an error the temporary file is removed and `path` is left as it was. The file gets the
-    permissions a plain open() would give (mkstemp alone would make it private).
+    On an error the temporary file is removed and `path` is left as it was; after a crash a
+    `.tmp-*.part` file may remain beside it, which nothing reads (`remove_stale_temporaries`).
+    The file gets the permissions a plain open() would give (mkstemp alone would make it
+    private).
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -32,6 +36,7 @@ def atomic_writer(path):
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
+        faults.point(f"before_rename:{os.path.basename(path)}")
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -50,3 +55,16 @@ def atomic_write_text(path, text):
 
 def atomic_write_json(path, value):
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def remove_stale_temporaries(directory):
+    """Removes the `.tmp-*.part` files a crashed atomic write left in `directory` (not below).
+
+    Returns the removed names. Call it only where no other process is writing.
+    """
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        if name.startswith(".tmp-") and name.endswith(".part"):
+            os.remove(os.path.join(directory, name))
+            removed.append(name)
+    return removed

@@ -25,6 +25,7 @@ class DataConfig:
     text_vocab_size: int = 2000
     text_ngrams: int = 1
     text_min_count: int = 1
+    text_weighting: str = "count"  # "count" | "tf_idf"
     augment: bool = True
 
 
@@ -48,6 +49,11 @@ class ModelConfig:
     margin: float = 1.0
     similarity: str = "binary"
     update: str = "alternating"
+    image_head_pooling: str = "flatten"  # "flatten" (VGG fc6) | "average"
+    mask_estimator: str = "logit"  # "logit" | "probability" (the literal reading)
+    attention_objective: str = "adversarial_retrieval"  # | "adversarial" (the paper's game)
+    # A frozen backbone on pictures: features are cached on the first run, heads train on them.
+    freeze_backbone: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +75,7 @@ class TrainConfig:
     distribution: str = "none"  # "none" | "mirrored" | "multi_worker"
     logical_cpu_devices: int = 0
     verbose: int = 1
+    cache_dir: str = ""  # root of automatic feature caches ("": next to the data, or user cache)
 
 
 @dataclasses.dataclass(frozen=True)

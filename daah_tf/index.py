@@ -193,3 +193,178 @@ def _import_faiss():
             "(pip install faiss-cpu), or use backend='numpy'"
         ) from err
     return faiss
+
+
+# ----------------------------------------------------------------------------------------------
+# Growing an index file
+
+
+def grow_index_file(
+    path: str | os.PathLike[str],
+    packed_codes: ArrayLike,
+    ids: ArrayLike,
+    backend: Backend = "auto",
+) -> HammingIndex:
+    """Append items to a saved HammingIndex without re-encoding it, and persist atomically.
+
+    The file is read, the new codes appended (ids unique across old and new, checked), and the
+    whole index written beside ``path`` and renamed over it: a reader or a crash sees the old
+    index or the new one, never a mix. One writer at a time (a second concurrent writer's
+    items would be lost to the last rename). Returns the grown index.
+    """
+    index = HammingIndex.load(path, backend)
+    index.add(packed_codes, ids)
+    index.save(path)
+    return index
+
+
+# ----------------------------------------------------------------------------------------------
+# Sub-linear search for millions of codes
+
+ApproximateKind = Literal["ivf", "hnsw"]
+APPROX_FORMAT_VERSION = 1
+
+
+class ApproximateHammingIndex:
+    """Approximate Hamming k-NN for millions of codes: faiss IndexBinaryIVF or IndexBinaryHNSW.
+
+    ``"ivf"`` clusters the codes into ``nlist`` lists (binary k-means, trained on a sample)
+    and scans the ``nprobe`` lists nearest a query: the cost falls from N to about
+    N * nprobe / nlist codes per query. ``"hnsw"`` walks a proximity graph (``hnsw_m``
+    neighbours per node, ``ef_search`` candidates per query); it needs no training but is
+    slow to build. Results are sorted by distance; unlike the exact index, which items win a
+    tie at the k-th place is not defined. tools/bench_search.py measures recall against
+    HammingIndex (exact) and the speedup.
+
+    Args:
+        bits: code length; codes are uint8 (n, ceil(bits / 8)) as in HammingIndex.
+        kind: "ivf" or "hnsw".
+        nlist: IVF lists (default about 2 * sqrt(N) at the first ``train``).
+        nprobe: IVF lists scanned per query.
+        hnsw_m, ef_search: HNSW graph degree and search breadth.
+    """
+
+    def __init__(
+        self,
+        bits: int,
+        kind: ApproximateKind = "ivf",
+        *,
+        nlist: int | None = None,
+        nprobe: int = 32,
+        hnsw_m: int = 16,
+        ef_search: int = 128,
+    ) -> None:
+        self._faiss_module = _import_faiss()
+        self.exact = HammingIndex(bits, backend="numpy")  # holds codes and ids for save/ids
+        self.bits = self.exact.bits
+        if kind not in ("ivf", "hnsw"):
+            raise ValueError(f"kind must be 'ivf' or 'hnsw', got {kind!r}")
+        for name, value in (("nprobe", nprobe), ("hnsw_m", hnsw_m), ("ef_search", ef_search)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.kind = kind
+        self.nlist = nlist
+        self.nprobe = int(nprobe)
+        self.hnsw_m = int(hnsw_m)
+        self.ef_search = int(ef_search)
+        self._index = None
+        if kind == "hnsw":
+            self._index = self._faiss_module.IndexBinaryHNSW(8 * self.exact.code_bytes, hnsw_m)
+
+    def __len__(self) -> int:
+        return len(self.exact)
+
+    @property
+    def is_trained(self) -> bool:
+        return self._index is not None and self._index.is_trained
+
+    def train(self, packed_codes: ArrayLike, seed: int = 0) -> None:
+        """IVF: learn the lists' centroids from a sample of codes (>= nlist codes). HNSW: no-op."""
+        if self.kind == "hnsw":
+            return
+        codes = as_packed_codes(packed_codes, self.bits, "packed_codes")
+        faiss = self._faiss_module
+        nlist = self.nlist or max(1, int(2 * np.sqrt(len(codes))))
+        if len(codes) < nlist:
+            raise ValueError(f"training an IVF of {nlist} lists needs >= {nlist} codes, "
+                             f"got {len(codes)}")
+        dim = 8 * self.exact.code_bytes
+        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(dim), dim, nlist)
+        index.cp.seed = seed
+        index.train(codes)
+        self.nlist = nlist
+        self._index = index
+
+    def add(self, packed_codes: ArrayLike, ids: ArrayLike | None = None) -> None:
+        """Append codes with unique ids, as HammingIndex.add (IVF: train first)."""
+        if not self.is_trained:
+            raise ValueError("train the IVF index before adding codes (ApproximateHammingIndex"
+                             ".train on a sample)")
+        before = len(self.exact)
+        self.exact.add(packed_codes, ids)  # checks codes and ids
+        new = self.exact._all_codes()[before:]
+        if len(new):
+            self._index.add(new)
+
+    def search(self, query_packed: ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """ids int64 (Q, k') and distances int32 (Q, k'), k' = min(k, len), by distance.
+
+        A query whose probed lists hold fewer than k' codes gets id -1 / distance bits + 1 in
+        the missing places (raise nprobe)."""
+        query = as_packed_codes(query_packed, self.bits, "query_packed")
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"k must be a positive int, got {k!r}")
+        if len(self) == 0:
+            raise ValueError("cannot search an empty index; add codes first")
+        k = min(int(k), len(self))
+        if self.kind == "ivf":
+            self._index.nprobe = min(self.nprobe, self.nlist)
+        else:
+            self._index.hnsw.efSearch = max(self.ef_search, k)
+        distances, positions = self._index.search(query, k)
+        missing = positions < 0
+        ids = self.exact._all_ids()[np.where(missing, 0, positions)]
+        ids[missing] = -1
+        distances = np.where(missing, self.bits + 1, distances)
+        return ids, distances.astype(np.int32, copy=False)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write codes, ids, the parameters and the faiss index (its own byte format, not a
+        pickle) to an .npz, atomically."""
+        faiss = self._faiss_module
+        blob = faiss.serialize_index_binary(self._index) if self._index is not None else None
+        with atomic_writer(os.fspath(path)) as stream:
+            np.savez(
+                stream,
+                format_version=np.int64(APPROX_FORMAT_VERSION),
+                bits=np.int64(self.bits),
+                kind=np.array(self.kind),
+                params=np.array([self.nlist or 0, self.nprobe, self.hnsw_m, self.ef_search],
+                                np.int64),
+                codes=self.exact._all_codes(),
+                ids=self.exact._all_ids(),
+                faiss_index=np.zeros(0, np.uint8) if blob is None else np.asarray(blob),
+            )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ApproximateHammingIndex:
+        with np.load(os.fspath(path), allow_pickle=False) as data:
+            need = {"format_version", "bits", "kind", "params", "codes", "ids", "faiss_index"}
+            if need - set(data.files):
+                raise ValueError(f"{path} is not an ApproximateHammingIndex file: missing "
+                                 f"{sorted(need - set(data.files))}")
+            if int(data["format_version"]) != APPROX_FORMAT_VERSION:
+                raise ValueError(f"{path} has format_version {int(data['format_version'])}, "
+                                 f"expected {APPROX_FORMAT_VERSION}")
+            nlist, nprobe, hnsw_m, ef_search = (int(v) for v in data["params"])
+            index = cls(int(data["bits"]), str(data["kind"]), nlist=nlist or None,
+                        nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search)
+            blob, codes, ids = data["faiss_index"], data["codes"], data["ids"]
+        if len(blob):
+            index._index = index._faiss_module.deserialize_index_binary(blob)
+        if len(ids):
+            index.exact.add(codes, ids)
+        if index._index is not None and index._index.ntotal != len(index.exact):
+            raise ValueError(f"{path}: faiss index holds {index._index.ntotal} codes but the "
+                             f"file has {len(index.exact)} ids")
+        return index

@@ -414,16 +414,41 @@ def _ranked_relevance(dist: np.ndarray, rel: np.ndarray, k: int) -> np.ndarray:
 
 
 def _ap_tie_index(dist: np.ndarray, rel: np.ndarray, k: int) -> np.ndarray:
-    """AP@k, ties by database index: (1 / R_k) sum_{relevant r <= k} P@r, 0 if R_k = 0. (n,)."""
-    ranked = _ranked_relevance(dist, rel, k)
-    hits = np.cumsum(ranked, axis=1, dtype=np.int64 if k >= 2**31 else np.int32)
-    n_hits = hits[:, -1].copy()
-    hits *= ranked  # hits at relevant ranks, 0 elsewhere
-    # sum_r hits_r / r, dense: faster than gathering the relevant ranks when many items are
-    # relevant. einsum rather than matmul: a threaded BLAS gemv called from our worker threads
-    # oversubscribes the cores (10x slower for one-row chunks).
-    sums = np.einsum("ij,j->i", hits, 1.0 / np.arange(1, k + 1))
-    return np.divide(sums, n_hits, out=np.zeros(len(sums)), where=n_hits > 0)
+    """AP@k, ties by database index: (1 / R_k) sum_{relevant r <= k} P@r, 0 if R_k = 0. (n,).
+
+    One counting pass per query: distances take only q + 1 values, so the stable argsort of an
+    8- or 16-bit distance row is NumPy's radix sort, i.e. a counting sort (a histogram of the
+    distances, then one scatter of the items into their bins in database order), O(N) with no
+    comparison sort. With t_i the 0-based rank of the i-th relevant item (i = 1..R_k) in that
+    order, P@(t_i + 1) = i / (t_i + 1), so only the R_k relevant ranks are touched after the
+    pass (the dense cumsum over all N ranks that this replaces cost as much as the pass).
+    """
+    n_db = dist.shape[1]
+    inverse_rank, counting = _rank_tables(n_db)
+    out = np.zeros(dist.shape[0])
+    for row in range(dist.shape[0]):
+        order = np.argsort(dist[row], kind="stable")  # radix (counting) sort for small uints
+        ranks = np.flatnonzero(rel[row][order[:k]])  # t_i, ascending
+        if len(ranks):
+            # sum_i i / (t_i + 1). einsum, not np.dot: a threaded BLAS call from our worker
+            # threads oversubscribes the cores (10x slower).
+            terms = inverse_rank[ranks]
+            out[row] = np.einsum("i,i->", terms, counting[: len(ranks)]) / len(ranks)
+    return out
+
+
+_RANK_TABLES: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _rank_tables(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(1 / (t + 1), t + 1) for t in 0..n-1, float64, cached for the last database size."""
+    tables = _RANK_TABLES.get(n)
+    if tables is None:
+        counting = np.arange(1, n + 1, dtype=np.float64)
+        tables = (1.0 / counting, counting)
+        _RANK_TABLES.clear()  # one database size at a time: bounded memory
+        _RANK_TABLES[n] = tables
+    return tables
 
 
 def _ap_tie_average(dist: np.ndarray, rel: np.ndarray, k: int, n_bins: int) -> np.ndarray:

@@ -76,6 +76,16 @@ def define_flags(flag_values=FLAGS):
 # The SavedModel as an encoder
 
 
+def served_model(model_dir):
+    """The run's newest complete SavedModel version (see daah_tf/saved_model_layout.py)."""
+    from daah_tf.saved_model_layout import latest_saved_model
+
+    try:
+        return latest_saved_model(model_dir)
+    except FileNotFoundError as error:
+        raise EvaluationError(str(error)) from None
+
+
 class ServingEncoder:
     """The run's SavedModel signatures as NumPy functions returning packed codes.
 
@@ -143,8 +153,13 @@ class ServingEncoder:
                           self._tf.float32)
 
     def encode_images(self, images):
-        """(B, H, W, 3) float32 in [0, 255] (or (B, d) features) -> packed codes."""
-        return self._call("encode_image", np.asarray(images, np.float32), self._tf.float32)
+        """(B, H, W, 3) float32 in [0, 255] (or (B, d) features) -> packed codes. A run trained
+        on cached feature maps also takes those maps (B, h, w, c) (its encode_image_features)."""
+        images = np.asarray(images, np.float32)
+        features = self._inputs("encode_image_features")
+        if features and images.shape[1:] == tuple(next(iter(features.values())).shape[1:]):
+            return self._call("encode_image_features", images, self._tf.float32)
+        return self._call("encode_image", images, self._tf.float32)
 
     def encode_image_files(self, contents):
         """(B,) encoded JPEG/PNG/GIF/BMP bytes -> packed codes (image models)."""
@@ -210,7 +225,7 @@ def build(model_dir, index_dir=None, *, split="database", dataset=None, data_dir
     from daah_tf.training.restore import INPUTS_FILE, load_run_config
 
     index_dir = index_dir_of(model_dir, index_dir)
-    encoder = ServingEncoder(os.path.join(model_dir, "saved_model"))
+    encoder = ServingEncoder(served_model(model_dir))
     trained = load_run_config(model_dir)
     config = evaluate.run_config(model_dir, dataset, data_dir)
     data = evaluate.load_run_data(model_dir, config, trained.data.dataset)
@@ -331,7 +346,7 @@ def query(model_dir, index_dir=None, *, text=None, image=None, vector=None, vect
     evaluate.check_run_dir(model_dir)
     index_dir = index_dir_of(model_dir, index_dir)
     items = load_items(index_dir)  # before loading TensorFlow: a missing index fails fast
-    encoder = ServingEncoder(os.path.join(model_dir, "saved_model"))
+    encoder = ServingEncoder(served_model(model_dir))
     if items.get("saved_model_fingerprint") not in (None, encoder.fingerprint()):
         logging.warning("%s was built from another export of %s; rebuild it (search build) for "
                         "codes that match the queries.", index_dir, model_dir)

@@ -22,13 +22,15 @@ def main(argv):
         # TensorFlow logs every checkpoint write at INFO; the run prints its own progress.
         logging.set_verbosity(logging.WARNING)
     config = daah_flags.config_from_flags()
+    from daah_tf.training.distribution import WorkerLostError
     from daah_tf.training.monitor import NonFiniteTrainingError
     from daah_tf.training.trainer import train_and_evaluate
 
     flags_text = daah_flags.effective_flags_text()
     try:
         train_and_evaluate(config, flags_text)
-    except (DatasetError, run_directory.RunDirectoryError, NonFiniteTrainingError) as error:
+    except (DatasetError, run_directory.RunDirectoryError, NonFiniteTrainingError,
+            WorkerLostError) as error:
         raise SystemExit(f"error: {error}") from None
 
 

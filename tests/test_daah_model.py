@@ -32,13 +32,16 @@ ALL_METRICS = {
     "bit_balance_image",
     "bit_balance_text",
     "nonfinite_batches",
+    "gradient_norm_hash",
+    "gradient_norm_attention",
 }
-NO_ADVERSARIAL_METRICS = ALL_METRICS - {"attention_objective"}
+NO_ADVERSARIAL_METRICS = ALL_METRICS - {"attention_objective", "gradient_norm_attention"}
 NO_ATTENTION_METRICS = ALL_METRICS - {
     "adversarial_loss",
     "adv_t2i",
     "adv_i2t",
     "attention_objective",
+    "gradient_norm_attention",
     "attended_fraction_image",
     "attended_fraction_text",
 }
@@ -193,7 +196,7 @@ def test_attention_pass_reuses_features_and_sees_the_updated_heads():
     for variable, value in zip(hash_variables, hash_1, strict=True):
         variable.assign(value)
     outputs = model._attend_and_hash(image_features, text_features, False)
-    objective = float(model._adversarial_loss(outputs, labels)["total"])
+    objective = float(model._attention_objective(outputs, labels))
     np.testing.assert_allclose(results["attention_objective"], objective, rtol=1e-5)
     # And the reported hashing-player terms are those of the forward pass before the update.
     np.testing.assert_allclose(results["loss"], float(before["loss"]), rtol=1e-5)
@@ -242,13 +245,17 @@ def test_one_step_with_zero_learning_rates_moves_only_the_other_player():
     assert any(changed(attention_0, snapshot(model.attention_variables)))
 
 
+@pytest.mark.parametrize("attention_objective", ["adversarial", "adversarial_retrieval"])
 @pytest.mark.parametrize("attention_gradient", ["unattended", "both"])
-def test_attention_step_is_gradient_ascent_on_the_adversarial_loss(attention_gradient):
+def test_attention_step_is_gradient_ascent_on_its_objective(attention_gradient,
+                                                            attention_objective):
     # With the hashing player frozen (SGD, lr 0), the attention player's SGD step (lr 1) must
-    # be +d L_adv / d theta_G, recomputed here from the losses module. With "unattended", the
-    # attended query codes count as constants for the attention player.
-    model = build_model(tiny_config(attention_gradient=attention_gradient), IMAGE_SHAPE,
-                        TEXT_DIM)
+    # be +d objective / d theta_G, recomputed here from the losses module: L_adv (Eq. 3), minus
+    # L_ret (Eq. 2) of the attended codes for "adversarial_retrieval". With "unattended", the
+    # attended query codes count as constants in L_adv (not in L_ret).
+    model = build_model(tiny_config(attention_gradient=attention_gradient,
+                                    attention_objective=attention_objective,
+                                    mask_estimator="logit"), IMAGE_SHAPE, TEXT_DIM)
     model.compile(hash_optimizer=keras.optimizers.SGD(0.0),
                   attention_optimizer=keras.optimizers.SGD(1.0))
     inputs, labels = make_batch()
@@ -261,6 +268,9 @@ def test_attention_step_is_gradient_ascent_on_the_adversarial_loss(attention_gra
         objective = losses.adversarial_loss(
             image_codes, text_codes, outputs["image_unattended_codes"],
             outputs["text_unattended_codes"], labels, 1.0)["total"]
+        if attention_objective == "adversarial_retrieval":
+            objective -= losses.retrieval_loss(outputs["image_codes"], outputs["text_codes"],
+                                               labels, 1.0)["total"]
     gradients = tape.gradient(objective, model.attention_variables)
     results = as_floats(model.train_step((inputs, labels)))
     np.testing.assert_allclose(results["attention_objective"], float(objective), rtol=1e-6)

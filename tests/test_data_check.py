@@ -53,3 +53,24 @@ def test_check_fails_cleanly_on_bad_data_and_skips_on_request(tmp_path):
     assert skipped.returncode == 0, skipped.stderr
     assert "bad rows: 1" in skipped.stdout and "line 3:" in skipped.stdout
     assert "skipped 1 bad row" in skipped.stderr
+
+
+def test_check_lists_every_bad_row_up_to_the_cap(tmp_path):
+    make_folder(tmp_path)
+    rows = (tmp_path / "pairs.jsonl").read_text().splitlines()
+    rows[1] = '{"image": "img/missing.png", "text": "t", "labels": ["dog"]}'
+    rows[3] = "not json"
+    rows.insert(5, '{"image": "img/0.png", "text": "t", "labels": []}')
+    (tmp_path / "pairs.jsonl").write_text("\n".join(rows) + "\n")
+    pairs = tmp_path / "pairs.jsonl"
+    result = run_check("--dataset=folder", f"--data_dir={tmp_path}")
+    assert result.returncode == 1
+    assert f"3 bad row(s) in {pairs}" in result.stderr
+    listed = [line.strip() for line in result.stderr.splitlines() if line.startswith("  ")]
+    assert [line.split(":")[1] for line in listed] == ["2", "4", "6"], listed
+    assert all(line.startswith(f"{pairs}:") for line in listed)
+    assert "invalid JSON" in listed[1] and "Traceback" not in result.stderr
+    capped = run_check("--dataset=folder", f"--data_dir={tmp_path}", "--max_bad_rows=1")
+    assert capped.returncode == 1
+    assert f"{pairs}:2:" in capped.stderr and f"{pairs}:4:" not in capped.stderr
+    assert "... and 2 more" in capped.stderr

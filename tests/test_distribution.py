@@ -23,65 +23,138 @@ MIRRORED_VS_SINGLE = textwrap.dedent("""
     from daah_tf.config import ModelConfig
     from daah_tf.models import build_model
 
-    config = ModelConfig(bits=8, cnn_filters=(4, 8), image_hidden_units=(16, 16),
-                         text_units=(16, 8), update=sys.argv[1])
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (48, 16, 16, 3)).astype("float32")
     texts = (rng.random((48, 30)) < 0.2).astype("float32")
     labels = (rng.random((48, 5)) < 0.3).astype("float32")
-    dataset = tf.data.Dataset.from_tensor_slices(
-        ({"image": images, "text": texts}, labels)).batch(16)
+    poisoned_texts = texts.copy()
+    poisoned_texts[3, 0] = np.nan  # one row of one replica's half: that replica's loss is NaN
 
-    def make(strategy, weights=None):
+    def batches(t, count):
+        return tf.data.Dataset.from_tensor_slices(
+            ({"image": images[:16 * count], "text": t[:16 * count]}, labels[:16 * count])
+        ).batch(16)
+
+    default, mirrored_strategy = tf.distribute.get_strategy(), make_strategy("mirrored")
+
+    def make(strategy, update, weights=None, optimizer="sgd", policy="stop"):
+        config = ModelConfig(bits=8, cnn_filters=(4, 8), image_hidden_units=(16, 16),
+                             text_units=(16, 8), update=update)
         with strategy.scope():
             keras.utils.set_random_seed(1)
             model = build_model(config, (16, 16, 3), 30)
-            model.compile(hash_optimizer=keras.optimizers.Adam(1e-2),
-                          attention_optimizer=keras.optimizers.Adam(1e-2))
+            # SGD: a wrong replica factor (a gradient off by a constant) changes the step;
+            # Adam would hide it, being invariant to a constant gradient scale.
+            new = {"sgd": lambda: keras.optimizers.SGD(0.5),
+                   "adam": lambda: keras.optimizers.Adam(1e-2)}[optimizer]
+            model.compile(hash_optimizer=new(), attention_optimizer=new(), on_nonfinite=policy)
             if weights is not None:
                 model.set_weights(weights)
         return model
 
-    single = make(tf.distribute.get_strategy())
-    start = single.get_weights()
-    mirrored_strategy = make_strategy("mirrored")
-    mirrored = make(mirrored_strategy, start)
-    single.fit(dataset, epochs=1, verbose=0, shuffle=False)
-    mirrored.fit(dataset, epochs=1, verbose=0, shuffle=False)
-    differences = [float(np.max(np.abs(a - b))) for a, b in
-                   zip(single.get_weights(), mirrored.get_weights())]
-    moved = max(float(np.max(np.abs(a - b))) for a, b in zip(start, single.get_weights()))
+    def player_state(model, player):
+        # A player's weights and its optimizer's variables (moments, iteration count, ...).
+        optimizer = getattr(model, f"{player}_optimizer")
+        return [np.array(v) for v in getattr(model, f"{player}_variables") + optimizer.variables]
 
-    # A checkpoint written under 2 replicas restores on 1 device.
-    checkpoint = tf.train.Checkpoint(model=mirrored, hash_optimizer=mirrored.hash_optimizer,
-                                     attention_optimizer=mirrored.attention_optimizer)
-    path = checkpoint.write(sys.argv[2])
-    restored = make(tf.distribute.get_strategy())
-    tf.train.Checkpoint(model=restored, hash_optimizer=restored.hash_optimizer,
-                        attention_optimizer=restored.attention_optimizer).read(path)
-    same_codes = bool(np.array_equal(
-        np.sign(mirrored.encode_image(images[:8]).numpy()),
-        np.sign(restored.encode_image(images[:8]).numpy())))
-    print(json.dumps({"replicas": mirrored_strategy.num_replicas_in_sync,
-                      "max_difference": max(differences), "moved": moved,
-                      "same_codes": same_codes,
-                      "iterations": int(restored.hash_optimizer.iterations.numpy())}))
+    def same(a, b):
+        return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+    def poisonable(model):
+        # While `poison` is 1, pass 2's objective (the attention player's) is NaN.
+        poison = tf.Variable(0.0, trainable=False)
+        real = model._adversarial_loss
+
+        def adversarial_loss(outputs, labels, attention_player=False):
+            terms = real(outputs, labels, attention_player)
+            if attention_player:
+                terms = dict(terms, total=terms["total"] + tf.where(poison > 0, np.nan, 0.0))
+            return terms
+
+        model._adversarial_loss = adversarial_loss
+        return model, poison
+
+    def step(model, text):
+        # One batch; returns what changed: {player: (state unchanged, iterations added)}.
+        before = {p: player_state(model, p) for p in ("hash", "attention")}
+        count = {p: int(getattr(model, f"{p}_optimizer").iterations.numpy())
+                 for p in ("hash", "attention")}
+        logs = model.fit(batches(text, 1), epochs=1, verbose=0, shuffle=False).history
+        return {"counted": float(logs["nonfinite_batches"][-1]), **{
+            p: [same(before[p], player_state(model, p)),
+                int(getattr(model, f"{p}_optimizer").iterations.numpy()) - count[p]]
+            for p in ("hash", "attention")}}
+
+    outcome = {"replicas": mirrored_strategy.num_replicas_in_sync}
+    for update in ("alternating", "simultaneous"):
+        result = outcome[update] = {}
+        single = make(default, update)
+        start = single.get_weights()
+        mirrored = make(mirrored_strategy, update, start)
+        single.fit(batches(texts, 3), epochs=1, verbose=0, shuffle=False)
+        mirrored.fit(batches(texts, 3), epochs=1, verbose=0, shuffle=False)
+        result["max_difference"] = max(float(np.max(np.abs(a - b))) for a, b in
+                                       zip(single.get_weights(), mirrored.get_weights()))
+        result["moved"] = max(float(np.max(np.abs(a - b)))
+                              for a, b in zip(start, single.get_weights()))
+        for name, strategy in (("single", default), ("mirrored", mirrored_strategy)):
+            model, poison = poisonable(make(strategy, update, start, "adam", "skip_batch"))
+            result[name] = {"good": step(model, texts)}  # Adam's moments are not zero now
+            # A NaN in the input: pass 1's gradients are NaN; pass 2 (which never sees the
+            # encoder's gradient) stays finite, and stands alone.
+            result[name]["nan_input"] = step(model, poisoned_texts)
+            poison.assign(1.0)
+            result[name]["pass2_only"] = step(model, texts)
+            result[name]["both"] = step(model, poisoned_texts)
+    print(json.dumps(outcome))
 """)
 
 
-@pytest.mark.parametrize("update", ["alternating", "simultaneous"])
-def test_mirrored_on_two_cpu_devices_matches_single_device(tmp_path, update):
+def test_mirrored_on_two_cpu_devices_matches_single_device_and_skips_nonfinite(tmp_path):
     script = tmp_path / "mirrored.py"
     script.write_text(MIRRORED_VS_SINGLE)
-    result = subprocess.run([sys.executable, str(script), update, str(tmp_path / "ckpt")],
-                            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, str(script)],
+                            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome["replicas"] == 2
-    assert outcome["moved"] > 1e-3  # training did change the weights
-    # Codes and labels are gathered across replicas, so the loss is the global batch's.
-    assert outcome["max_difference"] < 1e-4, outcome
-    assert outcome["same_codes"] and outcome["iterations"] == 3
+    for update in ("alternating", "simultaneous"):
+        result = outcome[update]
+        assert result["moved"] > 1e-3, result  # training did change the weights
+        # Codes and labels are gathered across replicas, so the loss is the global batch's;
+        # with SGD a wrong 1/replicas factor would show here.
+        assert result["max_difference"] < 1e-5, result
+        for name in ("single", "mirrored"):
+            # [player's weights and optimizer state unchanged, iterations added]
+            assert result[name] == {
+                "good": {"counted": 0.0, "hash": [False, 1], "attention": [False, 1]},
+                "nan_input": {"counted": 1.0, "hash": [True, 0], "attention": [False, 1]},
+                "pass2_only": {"counted": 1.0, "hash": [False, 1], "attention": [True, 0]},
+                "both": {"counted": 1.0, "hash": [True, 0], "attention": [True, 0]},
+            }, (update, name, result[name])
+
+
+def _train(model_dir, *extra):
+    return subprocess.run(
+        [sys.executable, "-m", "daah_tf.train", f"--flagfile={SMOKE}",
+         f"--model_dir={model_dir}", "--verbose=0", *extra],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+
+
+def test_resume_across_device_counts_one_two_one(tmp_path):
+    # The real resume path: the same command rerun with another device count.
+    model_dir = tmp_path / "run"
+    mirrored = ["--distribution=mirrored", "--logical_cpu_devices=2"]
+    first = _train(model_dir, "--epochs=1")
+    assert first.returncode == 0, first.stderr
+    second = _train(model_dir, "--epochs=2", *mirrored)  # 1 device -> 2
+    assert second.returncode == 0, second.stderr
+    assert f"from {model_dir / 'checkpoints' / 'ckpt-1'}: epoch 1, step 3" in second.stdout
+    third = _train(model_dir, "--epochs=3")  # 2 devices -> 1
+    assert third.returncode == 0, third.stderr
+    assert f"from {model_dir / 'checkpoints' / 'ckpt-2'}: epoch 2, step 6" in third.stdout
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 9 and metrics["epochs_trained"] == 3
 
 
 @pytest.mark.parametrize("extra", [
@@ -100,4 +173,4 @@ def test_precision_jit_and_update_flags_train_and_export(tmp_path, extra):
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert all(np.isfinite(metrics[k]) for k in ("i2t_map", "t2i_map", "i2i_map", "t2t_map"))
     assert metrics["nonfinite_batches_skipped"] == 0
-    assert (model_dir / "saved_model" / "saved_model.pb").exists()
+    assert (model_dir / "saved_model" / "1" / "saved_model.pb").exists()

@@ -16,6 +16,8 @@ import sys
 import numpy as np
 import pytest
 
+from daah_tf.saved_model_layout import latest_saved_model
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(REPO, "flags", "smoke.cfg")
 DIRECTIONS = {"i2t": ("image", "text"), "t2i": ("text", "image"), "i2i": ("image", "image"),
@@ -76,7 +78,7 @@ def served(model_dir):
     """encode(signature, **{input: values}) -> packed codes, from the SavedModel (batches of 32)."""
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(os.path.join(model_dir, "saved_model"))
+    loaded = tf.saved_model.load(latest_saved_model(model_dir))
 
     def encode(signature, batch_size=32, **inputs):
         (name, values), = inputs.items()

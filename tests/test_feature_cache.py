@@ -22,6 +22,7 @@ from daah_tf.data.feature_cache import (
     write_feature_cache,
 )
 from daah_tf.data.synthetic import make_synthetic
+from daah_tf.saved_model_layout import latest_saved_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The smoke run's data and image network (flags/smoke.cfg).
@@ -89,7 +90,7 @@ def test_training_from_the_cache(cli_cache, tmp_path):
     assert 0.0 <= results["i2t_map"] <= 1.0 and results["steps"] == 3
     inputs = json.load(open(os.path.join(model_dir, "inputs.json")))
     assert inputs["image_kind"] == "features" and inputs["image_shape"] == [4, 4, 8]
-    assert os.path.exists(os.path.join(model_dir, "saved_model", "saved_model.pb"))
+    assert os.path.exists(os.path.join(latest_saved_model(model_dir), "saved_model.pb"))
 
 
 # --------------------------------------------------------------------------------------------

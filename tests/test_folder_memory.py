@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from daah_tf.saved_model_layout import latest_saved_model
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_LABELS = 10
 PEAK_RSS_LIMIT_MB = 4096
@@ -63,7 +65,7 @@ def test_small_folder_dataset_trains_end_to_end(tmp_path):
     for key in ("i2t_map", "t2i_map"):
         assert 0.0 <= results[key] <= 1.0
     assert os.path.exists(os.path.join(model_dir, "text_featurizer.json"))
-    assert os.path.exists(os.path.join(model_dir, "saved_model", "saved_model.pb"))
+    assert os.path.exists(os.path.join(latest_saved_model(model_dir), "saved_model.pb"))
 
 
 # Runs the training command as its own child and reports that child's peak RSS: a wrapper

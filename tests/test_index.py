@@ -142,3 +142,105 @@ def test_empty_index_and_bad_arguments(backend):
         HammingIndex(0)
     with pytest.raises(ValueError, match="backend"):
         HammingIndex(8, backend="annoy")
+
+
+# ----------------------------------------------------------------------------------------------
+# Growing a saved index; the approximate (IVF / HNSW) index
+
+
+def test_grow_index_file_appends_and_keeps_the_exact_order(tmp_path):
+    from daah_tf.index import grow_index_file
+
+    rng = np.random.default_rng(5)
+    codes, query = random_packed(rng, 400, 24), random_packed(rng, 6, 24)
+    ids = rng.permutation(5000)[:400].astype(np.int64)
+    path = tmp_path / "image.npz"
+    first = HammingIndex(24, backend="numpy")
+    first.add(codes[:250], ids[:250])
+    first.save(path)
+    grown = grow_index_file(path, codes[250:], ids[250:], backend="numpy")
+    reloaded = HammingIndex.load(path, backend="numpy")
+    assert len(grown) == len(reloaded) == 400
+    want = brute_search(query, codes, ids, 30)
+    for index in (grown, reloaded):
+        got = index.search(query, 30)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    with pytest.raises(ValueError, match="unique"):
+        grow_index_file(path, codes[:1], ids[:1], backend="numpy")
+    assert len(HammingIndex.load(path, backend="numpy")) == 400  # a refused grow left it as is
+    assert [p.name for p in tmp_path.iterdir()] == ["image.npz"]  # no temporary left behind
+
+
+def test_grow_index_file_failure_leaves_the_old_file(tmp_path, monkeypatch):
+    from daah_tf import index as index_module
+
+    rng = np.random.default_rng(6)
+    path = tmp_path / "text.npz"
+    original = HammingIndex(16, backend="numpy")
+    original.add(random_packed(rng, 50, 16))
+    original.save(path)
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(index_module.np, "savez", crash)
+    with pytest.raises(OSError, match="disk full"):
+        index_module.grow_index_file(path, random_packed(rng, 5, 16),
+                                     np.arange(100, 105), backend="numpy")
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["text.npz"]
+
+
+def clustered_packed(rng, n, n_centres=32, bits=64):
+    """Codes near a few random centres (each bit flipped with probability 1/8)."""
+    centres = rng.integers(0, 2**63, size=n_centres, dtype=np.int64).view(np.uint64)
+    flips = (rng.integers(0, 2**63, size=(3, n), dtype=np.int64).view(np.uint64))
+    words = centres[rng.integers(0, n_centres, n)] ^ (flips[0] & flips[1] & flips[2])
+    return words.astype(">u8").view(np.uint8).reshape(n, 8)[:, : bits // 8].copy()
+
+
+@needs_faiss
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_index_recall_growth_and_round_trip(kind, tmp_path):
+    from daah_tf.index import ApproximateHammingIndex
+
+    rng = np.random.default_rng(7)
+    codes, query = clustered_packed(rng, 6000), clustered_packed(rng, 40)
+    ids = np.arange(10_000, 16_000, dtype=np.int64)
+    exact = HammingIndex(64, backend="numpy")
+    exact.add(codes, ids)
+    approx = ApproximateHammingIndex(64, kind, nlist=64, nprobe=16)
+    approx.train(codes[:3000])
+    approx.add(codes[:4000], ids[:4000])
+    approx.add(codes[4000:], ids[4000:])  # grows without retraining
+    k = 20
+    got_ids, got_dist = approx.search(query, k)
+    want_ids, want_dist = exact.search(query, k)
+    assert got_ids.shape == (40, k) and got_dist.dtype == np.int32
+    assert np.all(np.diff(got_dist, axis=1) >= 0)
+    # every returned distance is the true distance of the returned id
+    true = hamming_distance(query, codes)[np.arange(40)[:, None], got_ids - 10_000]
+    np.testing.assert_array_equal(got_dist, true)
+    # tie-aware recall: hits at least as close as the exact k-th hit
+    recall = (got_dist <= want_dist[:, -1:]).mean()
+    assert recall >= 0.95, recall
+    path = tmp_path / f"{kind}.npz"
+    approx.save(path)
+    loaded = ApproximateHammingIndex.load(path)
+    assert len(loaded) == 6000 and loaded.kind == kind
+    np.testing.assert_array_equal(loaded.search(query, k)[1], got_dist)
+
+
+@needs_faiss
+def test_approximate_index_errors():
+    from daah_tf.index import ApproximateHammingIndex
+
+    with pytest.raises(ValueError, match="kind"):
+        ApproximateHammingIndex(64, "lsh")
+    ivf = ApproximateHammingIndex(64, "ivf", nlist=100)
+    with pytest.raises(ValueError, match="train the IVF"):
+        ivf.add(np.zeros((3, 8), np.uint8))
+    with pytest.raises(ValueError, match=">= 100 codes"):
+        ivf.train(np.zeros((10, 8), np.uint8))

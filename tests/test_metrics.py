@@ -443,3 +443,71 @@ def test_input_errors_name_the_argument():
         metrics.average_precision_from_distances(np.zeros((2, 3), int), np.zeros((2, 4), bool))
     with pytest.raises(ValueError, match="integers"):
         metrics.average_precision_from_distances(np.zeros((2, 3)), np.zeros((2, 3), bool))
+
+
+# ---------------------------------------------------------------------------------------------
+# The counting pass of the index rule against the dense reference it replaced
+
+
+def dense_reference_ap(dist, rel, k):
+    """The previous kernel, verbatim in effect: full stable ranking, cumsum over all k ranks."""
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    ranked = np.take_along_axis(rel, order, axis=1)
+    hits = np.cumsum(ranked, axis=1)
+    n_hits = hits[:, -1]
+    sums = ((hits * ranked) / np.arange(1, k + 1)).sum(axis=1)
+    return np.divide(sums, n_hits, out=np.zeros(len(sums)), where=n_hits > 0)
+
+
+@pytest.mark.parametrize("bits", [2, 8, 64, 300])
+@pytest.mark.parametrize("top_k", [None, 1, 17, 999])
+def test_counting_pass_equals_dense_reference_with_ties(bits, top_k):
+    rng = np.random.default_rng(bits + (top_k or 0))
+    q, d, ql, dl = random_case(rng, 23, 700, bits, 4)
+    dist, rel = brute_hamming(q, d), brute_relevance(ql, dl)
+    k = min(top_k or 700, 700)
+    want = dense_reference_ap(dist, rel, k)
+    for threads, chunk in ((1, None), (3, 2), (2, 7)):
+        got = metrics.average_precision_per_query(q, d, ql, dl, top_k=top_k, chunk_size=chunk,
+                                                  num_threads=threads)
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
+    got_dist = metrics.average_precision_from_distances(dist, rel, top_k)
+    np.testing.assert_allclose(got_dist, want, rtol=1e-13, atol=1e-15)
+
+
+def test_counting_pass_edge_rows():
+    dist = np.array([[0, 0, 0], [1, 0, 2], [2, 2, 2]])
+    rel = np.array([[0, 0, 0], [1, 1, 1], [0, 0, 1]], dtype=bool)
+    got = metrics.average_precision_from_distances(dist, rel)
+    np.testing.assert_allclose(got, [0.0, 1.0, 1 / 3], atol=1e-15)
+    # a database of one item, and relevant items only beyond the cut-off
+    assert metrics.average_precision_from_distances([[3]], [[True]])[0] == 1.0
+    assert metrics.average_precision_from_distances([[0, 1]], [[False, True]], top_k=1)[0] == 0
+
+
+def test_rank_table_cache_follows_database_size():
+    first = metrics.average_precision_from_distances([[0, 1, 1]], [[0, 1, 1]])
+    second = metrics.average_precision_from_distances([[0, 1]], [[0, 1]])
+    np.testing.assert_allclose(first, [(1 / 2 + 2 / 3) / 2])
+    np.testing.assert_allclose(second, [1 / 2])
+    assert list(metrics._RANK_TABLES) == [2]  # one size kept: memory stays bounded
+
+
+def test_million_item_database_in_bounded_memory():
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    n = 1_000_000
+    db = rng.integers(0, 256, size=(n, 8), dtype=np.uint8)
+    query = rng.integers(0, 256, size=(4, 8), dtype=np.uint8)
+    db_labels = rng.random((n, 10)) < 0.1
+    query_labels = rng.random((4, 10)) < 0.3
+    tracemalloc.start()
+    got = metrics.average_precision_per_query(query, db, query_labels, db_labels, packed=True,
+                                              num_threads=2)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    dist = metrics.hamming_distance(query, db)
+    rel = metrics.relevance(query_labels, db_labels)
+    np.testing.assert_allclose(got, dense_reference_ap(dist, rel, n), rtol=1e-12)
+    assert peak < 200e6, peak  # inputs 30 MB + words + per-thread rows, not Q x N

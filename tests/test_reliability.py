@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -38,24 +37,22 @@ def numeric_checkpoint(path):
     return values
 
 
+def killed_at(point, model_dir, *extra):
+    """Runs training with DAAH_TF_FAULT=point: the process kills itself (-9) exactly there."""
+    result = subprocess.run(train_command(model_dir, *extra), cwd=REPO, capture_output=True,
+                            text=True, timeout=600, env=dict(ENV, DAAH_TF_FAULT=point))
+    assert result.returncode == -signal.SIGKILL, (point, result.returncode, result.stderr)
+    return result
+
+
 def test_kill_9_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
-    # Long enough epochs (50 steps) that the kill lands inside epoch 2.
-    extra = ["--deterministic", "--epochs=2", "--max_steps_per_epoch=0",
-             "--synthetic_pairs=1900"]
+    # Killed at the 5th of 6 batches (epoch 2 of 2, 3 batches each): an event, not a sleep.
+    extra = ["--deterministic"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert run(train_command(straight, *extra)).returncode == 0
-
-    process = subprocess.Popen(train_command(killed, *extra), cwd=REPO, env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = killed / "checkpoints" / "ckpt-1.index"
-    deadline = time.time() + 300
-    while not first.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.3)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert first.exists()
-    assert not (killed / "metrics.json").exists(), "the run finished before it was killed"
+    killed_at("train_batch:5", killed, *extra)
+    assert (killed / "checkpoints" / "ckpt-1.index").exists()
+    assert not (killed / "metrics.json").exists()
     assert not (killed / "checkpoints" / "ckpt-2.index").exists()
 
     resumed = run(train_command(killed, *extra))
@@ -70,6 +67,74 @@ def test_kill_9_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     assert weights_a.keys() == weights_b.keys() and len(weights_a) > 20
     for name in weights_a:
         np.testing.assert_array_equal(weights_a[name], weights_b[name], err_msg=name)
+
+
+# Where the kill lands, and what the dead run must have left (nothing half-written trusted).
+CRASH_POINTS = {
+    # epoch 2's checkpoint files are complete, the checkpoint list does not name them yet
+    "checkpoint_written:2": dict(latest="ckpt-1", metrics=False, versions=[]),
+    # metrics.json complete in its temporary file, not renamed
+    "before_rename:metrics.json": dict(latest="ckpt-2", metrics=False, versions=[]),
+    # the export complete in saved_model/.partial-1, not renamed to saved_model/1
+    "saved_model_staged": dict(latest="ckpt-2", metrics=True, versions=[]),
+}
+
+
+def _check_crash_point(tmp_path, point):
+    expected = CRASH_POINTS[point]
+    model_dir = tmp_path / "run"
+    killed_at(point, model_dir)
+    import tensorflow as tf
+
+    latest = tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
+    assert os.path.basename(latest) == expected["latest"], point
+    assert (model_dir / "metrics.json").exists() == expected["metrics"], point
+    from daah_tf.saved_model_layout import versions
+
+    assert versions(str(model_dir / "saved_model")) == expected["versions"], point
+    resumed = run(train_command(model_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    if expected["latest"] == "ckpt-1":
+        assert "epoch 1, step 3" in resumed.stdout
+    else:
+        assert "training already finished at epoch 2" in resumed.stdout
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 6 and metrics["epochs_trained"] == 2
+    assert versions(str(model_dir / "saved_model")) == [1]
+    assert os.listdir(model_dir / "saved_model") == ["1"]  # the staging folder is gone
+    leftovers = [name for name in os.listdir(model_dir) if name.startswith(".tmp-")]
+    assert leftovers == [], leftovers
+
+
+def test_kill_9_while_a_checkpoint_is_written_resumes_from_the_one_before(tmp_path):
+    _check_crash_point(tmp_path, "checkpoint_written:2")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["before_rename:metrics.json", "saved_model_staged"])
+def test_kill_9_at_each_crash_point_then_rerun_trusts_nothing_half_written(tmp_path, point):
+    _check_crash_point(tmp_path, point)
+
+
+def test_export_publishes_versions_whole_and_keeps_the_newest(tmp_path, monkeypatch):
+    from daah_tf import export
+    from daah_tf.saved_model_layout import latest_saved_model
+
+    class Archive:  # writes what a SavedModel has at its top, enough for the layout
+        def write_out(self, path, verbose=False):
+            os.makedirs(os.path.join(path, "variables"))
+            with open(os.path.join(path, "saved_model.pb"), "w") as stream:
+                stream.write("pb")
+
+    base = tmp_path / "saved_model"
+    with pytest.raises(FileNotFoundError, match="no SavedModel"):
+        latest_saved_model(str(tmp_path))
+    (base / ".partial-7").mkdir(parents=True)  # what a crash left: never served, removed
+    for expected in range(1, export.KEEP_VERSIONS + 3):
+        assert export._publish(Archive(), str(base)) == str(base / str(expected))
+        assert latest_saved_model(str(tmp_path)) == str(base / str(expected))
+    names = sorted(os.listdir(base), key=int)
+    assert names == [str(v) for v in range(3, export.KEEP_VERSIONS + 3)]
 
 
 @pytest.fixture(scope="module")
@@ -160,15 +225,52 @@ def test_model_dir_that_is_not_writable_fails_at_start(tmp_path):
     assert "is not writable" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_full_disk_is_reported_at_start(tmp_path, monkeypatch):
+def test_full_disk_is_refused_before_anything_is_written(tmp_path, monkeypatch):
     import shutil
 
+    import keras
+
+    from daah_tf.config import ModelConfig, RunConfig, TrainConfig
+    from daah_tf.models import build_model
     from daah_tf.training import run_directory
 
+    model = build_model(ModelConfig(bits=8, cnn_filters=(4, 8), image_hidden_units=(16, 16),
+                                    text_units=(16, 8)), (16, 16, 3), 30)
+    model.compile(hash_optimizer=keras.optimizers.Adam(), attention_optimizer="adam")
+    needed, what = run_directory.bytes_needed(model)
+    weights = sum(int(np.prod(v.shape)) * 4 for v in model.weights)  # float32
+    trainable = sum(int(np.prod(v.shape)) * 4 for v in model.trainable_weights)
+    # a checkpoint (weights + Adam's two slots per trainable weight) and a SavedModel
+    assert needed >= 2 * weights + 2 * trainable + run_directory.MIN_FREE_BYTES
+    assert needed < 2 * weights + 2 * trainable + run_directory.MIN_FREE_BYTES + 1024
+    assert "checkpoint" in what and "SavedModel" in what
     monkeypatch.setattr(shutil, "disk_usage",
-                        lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
-    with pytest.raises(run_directory.RunDirectoryError, match="MiB free"):
-        run_directory.check_writable(str(tmp_path / "run"))
+                        lambda path: shutil._ntuple_diskusage(10**12, 10**12 - needed + 1,
+                                                              needed - 1))
+    model_dir = tmp_path / "new" / "run"
+    config = RunConfig(train=TrainConfig(model_dir=str(model_dir)))
+    with pytest.raises(run_directory.RunDirectoryError, match="MiB free, the run needs"):
+        run_directory.prepare(config, "", (needed, what))
+    assert not (tmp_path / "new").exists()  # refused before creating anything
+
+
+def test_splits_and_featurizer_are_written_atomically(tmp_path, monkeypatch):
+    from daah_tf.data.splits import write_splits
+    from daah_tf.data.text_featurizer import TextFeaturizer
+
+    write_splits({"train": np.arange(3)}, str(tmp_path / "splits.json"))
+    TextFeaturizer(["a", "b"]).save(str(tmp_path))
+    before = {name: (tmp_path / name).read_text() for name in os.listdir(tmp_path)}
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        write_splits({"train": np.arange(5)}, str(tmp_path / "splits.json"))
+    with pytest.raises(OSError):
+        TextFeaturizer(["c"]).save(str(tmp_path))
+    assert {name: (tmp_path / name).read_text() for name in os.listdir(tmp_path)} == before
 
 
 @pytest.mark.parametrize("flags, message", [

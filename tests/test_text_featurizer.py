@@ -2,6 +2,8 @@
 with and without spaces, tag lists, save/load, and the layer inside graphs (tf.function,
 tf.data map in two pipelines)."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -39,9 +41,12 @@ def test_vocabulary_comes_from_the_training_split_only(tmp_path):
     assert set(featurizer.vocabulary) == {"red", "green", "apple"}
     # Words never seen in training fall into the out-of-vocabulary column.
     assert counts(featurizer, "query only apple") == {None: 2.0, "apple": 1.0}
-    # Resuming reads the saved featurizer back instead of fitting again.
+    # Resuming reads the saved featurizer back instead of fitting again (the run saves it
+    # after the run directory's checks: text_featurizer_for itself writes nothing).
+    assert not os.path.exists(tmp_path / "text_featurizer.json")
+    TextFeaturizer(["saved"]).save(str(tmp_path))
     again = text_featurizer_for(data, config, resuming=True)
-    assert again.vocabulary == featurizer.vocabulary
+    assert again.vocabulary == ["saved"]
 
 
 def test_vocab_size_keeps_the_most_frequent_with_alphabetical_ties():
@@ -144,3 +149,18 @@ def test_layer_inside_two_tf_data_pipelines():
         outs.append(np.concatenate(list(pipeline.as_numpy_iterator())))
     np.testing.assert_array_equal(outs[0], outs[1])
     np.testing.assert_array_equal(outs[0], featurizer.transform(texts))  # and eagerly
+
+
+def test_tf_idf_weights_counts_by_inverse_document_frequency(tmp_path):
+    texts = ["red shirt", "blue shirt", "red shoe", "shirt"]
+    featurizer = TextFeaturizer.fit(texts, output_mode="tf_idf")
+    # idf = log(1 + N / (1 + df)), N = 4 texts.
+    expected_idf = {"shirt": np.log1p(4 / 4), "red": np.log1p(4 / 3), "blue": np.log1p(4 / 2)}
+    for token, idf in expected_idf.items():
+        assert featurizer.idf_weights[featurizer.vocabulary.index(token)] == pytest.approx(idf)
+    row = featurizer.transform(["red red shirt"])[0]
+    assert row[1 + featurizer.vocabulary.index("red")] == pytest.approx(2 * expected_idf["red"])
+    assert row[1 + featurizer.vocabulary.index("shirt")] == pytest.approx(expected_idf["shirt"])
+    featurizer.save(str(tmp_path))
+    again = TextFeaturizer.load(str(tmp_path))
+    np.testing.assert_allclose(again.transform(["red red shirt"])[0], row)

@@ -71,13 +71,17 @@ def test_report_writes_table_and_pr_figure(smoke_report):
 
 def test_report_second_invocation_reuses_runs(smoke_report):
     root, _ = smoke_report
-    before = (root / "runs" / "synthetic" / "daah_16bit" / "metrics.json").stat().st_mtime
-    status, output, seconds = _run_report(_report_args(root))
+
+    def files():
+        return {path: path.stat().st_mtime_ns for path in (root / "runs").rglob("*")}
+
+    before = files()
+    status, output, _ = _run_report(_report_args(root))
     assert status == 0, output
     assert output.count("reusing") == 4, output  # two runs and two cached PR curves
     assert "training into" not in output
-    assert seconds < 10, f"a fully reused report took {seconds:.1f} s"
-    assert (root / "runs" / "synthetic" / "daah_16bit" / "metrics.json").stat().st_mtime == before
+    # Reuse means no run was touched (what a timing bound stood for, without the clock).
+    assert files() == before
     assert "| reused |" in (root / "report.md").read_text()
 
 

@@ -2,9 +2,16 @@
 
     python tools/bench_eval.py [--repeats 3]
 
-Prints a table (name, seconds, result) and then, as its last three lines:
-    map_speedup_vs_loop=<x>          2,000 x 18,015 x 64 bits mAP@all, vs a per-query loop
-    nuswide_scale_seconds=<s> peak_rss_mb=<m>   2,100 x 193,734 x 64 bits (own subprocess)
+    python tools/bench_eval.py --part eval     # only the two at-scale mAP@all parts
+
+Prints a table (name, seconds, result) and then, as its last lines:
+    map_speedup_vs_loop_1_thread=<x> 2,000 x 18,015 x 64 bits mAP@all, one thread, vs the
+                                     per-query loop (one thread too): the like-for-like number
+    map_speedup_vs_loop=<x> threads=<n>   the same with metrics' default threads (CPU count,
+                                     at most 4) against the one-thread loop
+    nuswide_scale_seconds=<s> peak_rss_mb=<m>   2,100 x 193,734 x 64 bits (own subprocess;
+                                     its first 100 queries also by the reference loop, 1e-9)
+    million_db_seconds=<s> peak_rss_mb=<m>      200 x 1,000,000 x 64 bits (own subprocess)
     search_qps_ratio_vs_faiss=<x>    top-100 of 1,000 queries in 200,000 codes, vs raw faiss
 Data are synthetic: multi-hot labels, codes = sign(labels @ label_codes + noise).
 """
@@ -91,7 +98,8 @@ def timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def bench_map(rows: list[tuple[str, float, str]], repeats: int) -> float:
+def bench_map(rows: list[tuple[str, float, str]], repeats: int) -> tuple[float, float]:
+    """(loop / metrics at 1 thread, loop / metrics at its default threads)."""
     data = make_dataset(2_000, 18_015, 24, seed=0)
     loop_s, loop_map = timed(lambda: reference_map_loop(*data), repeats)
     ours_s, ours_map = timed(lambda: metrics.mean_average_precision(*data), max(repeats, 5))
@@ -104,28 +112,37 @@ def bench_map(rows: list[tuple[str, float, str]], repeats: int) -> float:
         ("mirflickr mAP@all metrics (1 thread)", one_s, f"{one_map:.6f}"),
         ("mirflickr mAP@all metrics (average)", avg_s, f"{avg_map:.6f}"),
     ]
-    return loop_s / ours_s
+    return loop_s / one_s, loop_s / ours_s
 
 
-def nuswide_child() -> None:
-    """Runs in its own process, so that peak RSS is that of this part alone."""
-    data = make_dataset(2_100, 193_734, 21, seed=1)
+def nuswide_child(n_query: int = 2_100, n_db: int = 193_734, check: int = 100) -> None:
+    """Runs in its own process, so that peak RSS is that of this part alone. The first
+    `check` queries are also ranked by the reference loop: their mAP must agree to 1e-9."""
+    data = make_dataset(n_query, n_db, 21, seed=1)
     start = time.perf_counter()
     value = metrics.mean_average_precision(*data)
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb, "map": value}))
+    q, d, ql, dl = data
+    ours = metrics.mean_average_precision(q[:check], d, ql[:check], dl)
+    reference = reference_map_loop(q[:check], d, ql[:check], dl)
+    assert abs(ours - reference) <= 1e-9, (ours, reference)
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb, "map": value,
+                      "reference_diff": abs(ours - reference)}))
 
 
-def bench_nuswide(rows: list[tuple[str, float, str]]) -> tuple[float, float]:
+def bench_nuswide(
+    rows: list[tuple[str, float, str]], part: str = "nuswide"
+) -> tuple[float, float]:
     out = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--part", "nuswide"],
+        [sys.executable, os.path.abspath(__file__), "--part", part],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
     result = json.loads(out.strip().splitlines()[-1])
-    rows.append(("nuswide mAP@all metrics (index)", result["seconds"], f"{result['map']:.6f}"))
+    name = "nuswide" if part == "nuswide" else "1M-item database, 200 queries,"
+    rows.append((f"{name} mAP@all metrics (index)", result["seconds"], f"{result['map']:.6f}"))
     return result["seconds"], result["peak_rss_mb"]
 
 
@@ -167,20 +184,36 @@ def bench_search(rows: list[tuple[str, float, str]], repeats: int) -> float | No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (median)")
-    parser.add_argument("--part", choices=["all", "nuswide"], default="all", help=argparse.SUPPRESS)
+    parser.add_argument("--part", choices=["all", "nuswide", "million", "eval"], default="all",
+                        help="eval: only the two mAP@all-at-scale parts")
     args = parser.parse_args()
     if args.part == "nuswide":
         nuswide_child()
         return
+    if args.part == "million":
+        nuswide_child(200, 1_000_000, check=20)
+        return
+    if args.part == "eval":
+        rows = []
+        nus_seconds, nus_rss = bench_nuswide(rows)
+        million_seconds, million_rss = bench_nuswide(rows, "million")
+        for name, seconds, result in rows:
+            print(f"{name:<48} {seconds:>9.3f}  {result}")
+        print(f"nuswide_scale_seconds={nus_seconds:.2f} peak_rss_mb={nus_rss:.0f}")
+        print(f"million_db_seconds={million_seconds:.2f} peak_rss_mb={million_rss:.0f}")
+        return
     rows: list[tuple[str, float, str]] = []
-    speedup = bench_map(rows, args.repeats)
+    same_threads, speedup = bench_map(rows, args.repeats)
     nus_seconds, nus_rss = bench_nuswide(rows)
+    million_seconds, million_rss = bench_nuswide(rows, "million")
     qps_ratio = bench_search(rows, args.repeats)
-    print(f"{'name':<40} {'seconds':>9}  result")
+    print(f"{'name':<48} {'seconds':>9}  result")
     for name, seconds, result in rows:
-        print(f"{name:<40} {seconds:>9.3f}  {result}")
-    print(f"map_speedup_vs_loop={speedup:.1f}")
+        print(f"{name:<48} {seconds:>9.3f}  {result}")
+    print(f"map_speedup_vs_loop_1_thread={same_threads:.1f}")
+    print(f"map_speedup_vs_loop={speedup:.1f} threads={min(os.cpu_count() or 1, 4)}")
     print(f"nuswide_scale_seconds={nus_seconds:.2f} peak_rss_mb={nus_rss:.0f}")
+    print(f"million_db_seconds={million_seconds:.2f} peak_rss_mb={million_rss:.0f}")
     if qps_ratio is None:
         print("search_qps_ratio_vs_faiss=nan (faiss not installed)")
     else:

@@ -33,9 +33,12 @@ from daah_tf.data.registry import DATASETS  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "synthetic", DATASETS, "Which dataset to cache.")
 flags.DEFINE_string("data_dir", "", "Folder of the dataset's files (not synthetic).")
-flags.DEFINE_enum("image_backbone", "vgg19", ["vgg19", "small_cnn"], "The backbone to run.")
+flags.DEFINE_enum("image_backbone", "vgg19",
+                  ["vgg19", "efficientnet_lite0", "resnet50", "mobilenet_v2", "efficientnet_b0",
+                   "small_cnn"], "The backbone to run.")
 flags.DEFINE_string("image_weights", "imagenet",
-                    "vgg19: imagenet, none, or a local weights file; small_cnn: none.")
+                    "Pretrained backbones: imagenet, none, or a local weights file; "
+                    "small_cnn: none.")
 flags.DEFINE_list("cnn_filters", ["16", "32", "64"], "small_cnn: filters per conv block.")
 flags.DEFINE_integer("image_size", 224, "Side of the square images fed to the backbone.",
                      lower_bound=16)

@@ -61,8 +61,9 @@ def build_backbone(backbone, weights, image_size, cnn_filters=(32, 64, 128), see
     """The ImageEncoder whose output is cached, built for (S, S, 3) images.
 
     Args:
-        backbone: "vgg19" or "small_cnn" ("precomputed" has nothing to cache).
-        weights: vgg19: "imagenet", "none" or a Keras weights file; small_cnn: "none" only
+        backbone: a pretrained backbone (vgg19, efficientnet_lite0, resnet50, ...) or
+            "small_cnn" ("precomputed" has nothing to cache).
+        weights: pretrained: "imagenet", "none" or a Keras weights file; small_cnn: "none" only
             (its random initial weights are drawn from `seed`: for tests and benchmarks).
         image_size: S.
         cnn_filters: small_cnn's filters per block.
@@ -73,10 +74,11 @@ def build_backbone(backbone, weights, image_size, cnn_filters=(32, 64, 128), see
     """
     import keras
 
-    from daah_tf.models.image_encoder import ImageEncoder
+    from daah_tf.models.image_encoder import PRETRAINED_BACKBONES, ImageEncoder
 
-    if backbone not in ("vgg19", "small_cnn"):
-        raise ValueError(f"backbone to cache must be vgg19 or small_cnn, got {backbone!r}")
+    if backbone not in (*PRETRAINED_BACKBONES, "small_cnn"):
+        raise ValueError(f"backbone to cache must be one of {PRETRAINED_BACKBONES} or "
+                         f"small_cnn, got {backbone!r}")
     if backbone == "small_cnn" and weights not in (None, "none"):
         raise ValueError("small_cnn has no pretrained weights: use --image_weights=none")
     keras.utils.set_random_seed(seed)

@@ -1,9 +1,10 @@
 """Reproducible protocol splits: query / database / train-from-database, and validation."""
 
 import json
-import os
 
 import numpy as np
+
+from daah_tf.atomic import atomic_write_text
 
 
 def random_protocol_split(num_pairs, num_query, num_train, seed, num_database=None):
@@ -59,10 +60,8 @@ def carve_validation(train_index, fraction, seed):
 
 def write_splits(splits, path):
     """Writes the index arrays as JSON lists (readable, no pickle), atomically."""
-    temporary = path + ".tmp"
-    with open(temporary, "w") as handle:
-        json.dump({name: np.asarray(index).tolist() for name, index in splits.items()}, handle)
-    os.replace(temporary, path)
+    atomic_write_text(path, json.dumps(
+        {name: np.asarray(index).tolist() for name, index in splits.items()}))
 
 
 def read_splits(path):

@@ -9,6 +9,7 @@ UPDATE_MODES = ("alternating", "simultaneous")
 LOSSES = ("daah", "dcmh")
 NONFINITE_POLICIES = ("stop", "skip_batch")
 ATTENTION_GRADIENTS = ("unattended", "both")
+ATTENTION_OBJECTIVES = ("adversarial_retrieval", "adversarial")
 
 # Order of the metrics in the progress bar and in TensorBoard.
 LOSS_TERMS = (
@@ -28,6 +29,8 @@ LOSS_TERMS = (
 )
 STATISTICS = (
     "nonfinite_batches",
+    "gradient_norm_hash",
+    "gradient_norm_attention",
     "attended_fraction_image",
     "attended_fraction_text",
     "bit_balance_image",
@@ -71,6 +74,10 @@ class DAAH(keras.Model):
         adversarial: if False, drop L_adv and never train the attention (ablation).
         loss: "daah" (Eq. 1-4) or "dcmh", the DCMH-style baseline objective
             (`losses.dcmh_loss`; no attention).
+        attention_objective: what the attention player maximises: "adversarial_retrieval"
+            (default) L_adv - L_ret, i.e. hide similarity from the unattended part while
+            keeping it in the attended retrieval codes; "adversarial" L_adv alone (the paper's
+            game; measured worse, see the README's table of deviations).
         dcmh_weights: (quantization, balance) weights of the DCMH objective; DCMH's own are
             (1, 1), with which our tanh heads saturate and the text codes collapse (README).
         attention_gradient: which codes carry the attention player's gradient of L_adv:
@@ -102,9 +109,14 @@ class DAAH(keras.Model):
         attention_gradient="unattended",
         loss="daah",
         dcmh_weights=(1.0, 1.0),
+        attention_objective="adversarial_retrieval",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if attention_objective not in ATTENTION_OBJECTIVES:
+            raise ValueError(f"attention_objective must be one of {ATTENTION_OBJECTIVES}, "
+                             f"got {attention_objective!r}")
+        self.attention_objective_kind = attention_objective
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if loss == "dcmh" and image_attention is not None:
@@ -358,6 +370,18 @@ class DAAH(keras.Model):
             self.similarity,
         )
 
+    def _attention_objective(self, outputs, labels):
+        """The attention player's objective (maximised), a scalar float32: Eq. 3's L_adv, minus
+        Eq. 2's L_ret over the attended codes with attention_objective="adversarial_retrieval"
+        (the attention then answers for the retrieval codes it feeds, instead of only for
+        what it hides)."""
+        objective = self._adversarial_loss(outputs, labels, True)["total"]
+        if self.attention_objective_kind == "adversarial_retrieval":
+            objective = objective - losses.retrieval_loss(
+                outputs["image_codes"], outputs["text_codes"], labels, self.margin,
+                self.similarity)["total"]
+        return objective
+
     # ------------------------------------------------------------------------------ train step
     def _scaled(self, optimizer, loss):
         """The loss each player differentiates; must run inside its tape.
@@ -372,30 +396,53 @@ class DAAH(keras.Model):
     def _apply(self, optimizer, tape, scaled_loss, variables, loss):
         """Applies one player's gradients unless its loss or gradients are not finite.
 
-        Returns a bool scalar: whether the update was applied. Under a LossScaleOptimizer
-        (float16) non-finite gradients are part of finding the loss scale, and that optimizer
-        already skips them, so only the loss is checked here.
+        Returns a bool scalar: whether the update was applied. A refused update leaves the
+        player's weights AND its optimizer's state (moments, iteration count) as they were,
+        under any tf.distribute strategy too. Under a LossScaleOptimizer (float16) non-finite
+        gradients are part of finding the loss scale, and that optimizer already skips them, so
+        only the loss is checked here.
         """
         gradients = tape.gradient(scaled_loss, variables)
+        # Per-player gradient norm (of the scaled loss) for TensorBoard: which player moves.
+        player = "hash" if optimizer is self.hash_optimizer else "attention"
+        self.trackers[f"gradient_norm_{player}"].update_state(
+            tf.linalg.global_norm([g for g in gradients if g is not None]))
         finite = tf.reduce_all(tf.math.is_finite(loss))
         if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
             for gradient in gradients:
                 if gradient is not None:
                     finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(gradient)))
-        if tf.distribute.has_strategy():
-            # Under any tf.distribute strategy (even with one replica) the update is a
-            # cross-replica merge, which cannot sit inside tf.cond; zero the batch's gradients
-            # instead (the optimizer's moments still decay by one step).
-            gradients = [None if g is None else tf.where(finite, g, tf.zeros_like(g))
-                         for g in gradients]
-            optimizer.apply(gradients, variables)
-            return finite
 
         def update():
             optimizer.apply(gradients, variables)
             return tf.constant(True)
 
-        return tf.cond(finite, update, lambda: tf.constant(False))
+        if not tf.distribute.has_strategy():
+            return tf.cond(finite, update, lambda: tf.constant(False))
+        # Every replica must take the same branch (the update all-reduces the gradients; a
+        # replica that skipped it would leave the others waiting), so the verdict is global.
+        context = tf.distribute.get_replica_context()
+        refusals = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                      1.0 - tf.cast(finite, tf.float32))
+        finite = tf.equal(refusals, 0.0)
+        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+            return tf.cond(finite, update, lambda: tf.constant(False))
+        # Otherwise optimizer.apply is a cross-replica merge, which cannot sit inside a tf.cond
+        # taken in replica context; take the tf.cond in the cross-replica context instead and
+        # run the update for each replica from there (as keras' LossScaleOptimizer does).
+
+        def merge(distribution, finite, gradients):
+            finite = distribution.experimental_local_results(finite)[0]
+
+            def update_each_replica():
+                distribution.extended.call_for_each_replica(
+                    optimizer.apply, args=(gradients, variables))
+                return tf.constant(True)
+
+            return tf.cond(finite, update_each_replica, lambda: tf.constant(False))
+
+        context.merge_call(merge, args=(finite, gradients))
+        return finite
 
     def _global_batch(self, outputs, labels):
         """Under a distribution strategy, the codes and labels of every replica's batch.
@@ -407,11 +454,28 @@ class DAAH(keras.Model):
         context = tf.distribute.get_replica_context()
         if context is None or context.num_replicas_in_sync == 1:
             return outputs, labels
-        gathered = {name: context.all_gather(value, axis=0) if name.endswith("codes") else value
+        devices = tf.distribute.get_strategy().extended.worker_devices
+
+        def gather(value):
+            if not value.device and len(devices) == 1:
+                # all_gather sends each tensor to its own device; under
+                # MultiWorkerMirroredStrategy (one device per worker) the step is traced
+                # without a device scope, and a tensor without a device fails there
+                # ("destinations can not be empty").
+                with tf.device(devices[0]):
+                    value = tf.identity(value)
+            return context.all_gather(value, axis=0)
+
+        gathered = {name: gather(value) if name.endswith("codes") else value
                     for name, value in outputs.items()}
-        return gathered, context.all_gather(tf.cast(labels, tf.float32), axis=0)
+        return gathered, gather(tf.cast(labels, tf.float32))
 
     def train_step(self, data):
+        """One minimax step. Each player's update stands alone: pass 1 (the hashing player) is
+        applied when its own loss and gradients are finite, pass 2 (the attention player) when
+        its own are, whatever the other's were (pass 1 is applied before pass 2's finiteness is
+        known, and is not undone). A refused update changes neither that player's weights nor
+        its optimizer's state; the batch counts once in `nonfinite_batches` if either was."""
         inputs, labels = data[0], data[1]
         simultaneous = self.update == "simultaneous" and self.adversarial
         with tf.GradientTape(persistent=simultaneous) as tape:
@@ -422,8 +486,7 @@ class DAAH(keras.Model):
             terms = self.compute_losses(batch_outputs, batch_labels)
             hash_loss = self._scaled(self.hash_optimizer, terms["loss"])
             if simultaneous:
-                attention_objective = self._adversarial_loss(
-                    batch_outputs, batch_labels, True)["total"]
+                attention_objective = self._attention_objective(batch_outputs, batch_labels)
                 attention_loss = self._scaled(self.attention_optimizer, -attention_objective)
         # Pass 1: the hashing player minimises F = L_ret + L_adv. The attention variables are
         # not in its list, so they stay fixed (and the attention reads detached features).
@@ -449,15 +512,16 @@ class DAAH(keras.Model):
 
         Reuses pass 1's encoder features (stop_gradient) instead of running the backbone
         again; only the attention and the (updated) hash heads run forward.
-        Returns (L_adv as seen by this pass, scalar float32; whether it was applied).
+        Returns (the attention objective as seen by this pass, scalar float32; whether it was
+        applied).
         """
         image_features = tf.stop_gradient(image_features)
         text_features = tf.stop_gradient(text_features)
         with tf.GradientTape() as tape:
             outputs = self._attend_and_hash(image_features, text_features, training=True)
             outputs, labels = self._global_batch(outputs, labels)
-            objective = self._adversarial_loss(outputs, labels, True)["total"]
-            # Gradient ascent on L_adv.
+            objective = self._attention_objective(outputs, labels)
+            # Gradient ascent on the attention objective.
             loss = self._scaled(self.attention_optimizer, -objective)
         applied = self._apply(self.attention_optimizer, tape, loss, self.attention_variables,
                               objective)
@@ -475,7 +539,10 @@ class DAAH(keras.Model):
     def _track(self, terms, outputs, applied):
         """Updates the metrics; a skipped batch counts in nonfinite_batches and, with
         on_nonfinite="skip_batch", leaves the loss metrics untouched."""
-        self.trackers["nonfinite_batches"].update_state(1.0 - tf.cast(applied, tf.float32))
+        # A Sum metric adds up its replicas' states: each replica counts its share of the batch.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        self.trackers["nonfinite_batches"].update_state(
+            (1.0 - tf.cast(applied, tf.float32)) / replicas)
         weight = 1.0 if self.on_nonfinite == "stop" else tf.cast(applied, tf.float32)
         for name, value in terms.items():
             if self.on_nonfinite == "skip_batch":
@@ -490,11 +557,18 @@ class DAAH(keras.Model):
 
     def _results(self):
         # Only the trackers this configuration feeds (the ablations have fewer terms).
-        return {
+        results = {
             name: tracker.result()
             for name, tracker in self.trackers.items()
             if name in self._reported_metrics
         }
+        strategy = tf.distribute.get_strategy()
+        if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                and strategy.extended._in_multi_worker_mode()):
+            # With several workers Keras reduces the step's outputs with
+            # strategy.reduce(MEAN, axis=0), which needs an axis: give each scalar one.
+            results = {name: tf.reshape(value, (1,)) for name, value in results.items()}
+        return results
 
     @property
     def _reported_metrics(self):
@@ -506,7 +580,8 @@ class DAAH(keras.Model):
             names += ["adversarial_loss", "adv_t2i", "adv_i2t"]
             names += ["attended_fraction_image", "attended_fraction_text"]
         if self.adversarial:
-            names.append("attention_objective")
+            names += ["attention_objective", "gradient_norm_attention"]
+        names.append("gradient_norm_hash")
         return set(names + ["bit_balance_image", "bit_balance_text", "nonfinite_batches"])
 
     @property
@@ -531,6 +606,7 @@ class DAAH(keras.Model):
             attention_gradient=self.attention_gradient,
             loss=self.loss_kind,
             dcmh_weights=self.dcmh_weights,
+            attention_objective=self.attention_objective_kind,
         )
         return config
 

@@ -12,9 +12,10 @@ from daah_tf.models.vector_attention import VectorAttention
 ATTENTION_CHOICES = ("adversarial", "none")
 
 
-def attention_for(feature_shape):
+def attention_for(feature_shape, estimator="logit"):
     """SpatialAttention for (B, H, W, C) features, VectorAttention for (B, d)."""
-    return SpatialAttention() if len(feature_shape) == 4 else VectorAttention()
+    kind = SpatialAttention if len(feature_shape) == 4 else VectorAttention
+    return kind(estimator=estimator)
 
 
 def build_model(config: ModelConfig, image_shape, text_dim):
@@ -42,10 +43,12 @@ def build_model(config: ModelConfig, image_shape, text_dim):
     model = DAAH(
         image_encoder=image_encoder,
         text_encoder=text_encoder,
-        image_attention=attention_for(feature_shape) if with_attention else None,
-        text_attention=VectorAttention() if with_attention else None,
+        image_attention=(attention_for(feature_shape, config.mask_estimator)
+                         if with_attention else None),
+        text_attention=VectorAttention(estimator=config.mask_estimator) if with_attention else None,
         image_head=ImageHashHead(
             config.bits, hidden_units=config.image_hidden_units, dropout=config.dropout,
+            pooling=config.image_head_pooling,
             name="image_head",
         ),
         text_head=TextHashHead(config.bits, name="text_head"),
@@ -56,6 +59,7 @@ def build_model(config: ModelConfig, image_shape, text_dim):
         attention_gradient=config.attention_gradient,
         loss=config.loss,
         dcmh_weights=(config.dcmh_quantization_weight, config.dcmh_balance_weight),
+        attention_objective=config.attention_objective,
         name="daah",
     )
     model.build({"image": image_input, "text": (None, int(text_dim))})

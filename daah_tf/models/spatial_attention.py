@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from daah_tf.models.straight_through import straight_through_threshold
+from daah_tf.models.straight_through import attention_mask
 
 
 @keras.saving.register_keras_serializable(package="daah_tf")
@@ -18,6 +18,8 @@ class SpatialAttention(keras.layers.Layer):
             attention never sends gradient into the encoder, which belongs to the other player.
             The mask multiplies the (not detached) features, so the encoder still learns from
             the attended and unattended codes.
+        estimator: where the threshold's straight-through gradient sits: "logit" (default) or
+            "probability" (the literal reading); see `straight_through.attention_mask`.
         **kwargs: standard Layer arguments.
 
     Call: features (B, H, W, C) -> (attended (B, H, W, C), unattended (B, H, W, C),
@@ -27,9 +29,10 @@ class SpatialAttention(keras.layers.Layer):
     is a straight-through estimator (see `straight_through_threshold`).
     """
 
-    def __init__(self, detach_features=True, **kwargs):
+    def __init__(self, detach_features=True, estimator="logit", **kwargs):
         super().__init__(**kwargs)
         self.detach_features = bool(detach_features)
+        self.estimator = estimator
 
     def build(self, input_shape):
         if len(input_shape) != 4:
@@ -45,9 +48,8 @@ class SpatialAttention(keras.layers.Layer):
         logits = tf.cast(self.score(scored)[..., 0], tf.float32)  # (B, H, W); softmax in fp32
         shape = tf.shape(logits)
         positions = shape[1] * shape[2]
-        probabilities = tf.nn.softmax(tf.reshape(logits, (shape[0], positions)), axis=-1)
-        alpha = 1.0 / tf.cast(positions, tf.float32)
-        mask = tf.reshape(straight_through_threshold(probabilities, alpha), shape)
+        flat_mask = attention_mask(tf.reshape(logits, (shape[0], positions)), self.estimator)
+        mask = tf.reshape(flat_mask, shape)
         channel_mask = tf.cast(mask[..., None], features.dtype)
         return channel_mask * features, (1.0 - channel_mask) * features, mask
 
@@ -56,5 +58,5 @@ class SpatialAttention(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(detach_features=self.detach_features)
+        config.update(detach_features=self.detach_features, estimator=self.estimator)
         return config

@@ -33,3 +33,34 @@ def straight_through_threshold(probabilities, alpha):
         return upstream * window, tf.zeros_like(alpha)
 
     return mask, grad
+
+
+MASK_ESTIMATORS = ("logit", "probability")
+
+
+def attention_mask(logits, estimator="logit"):
+    """Z = 1[P >= 1/n] with P = softmax(logits) over the last axis (design.md, attention G).
+
+    Both estimators give the same forward mask; they differ in the gradient that reaches the
+    logits:
+      - "probability" (the literal reading): the straight-through window sits on P after the
+        softmax. Its Jacobian scales with P, so the gradient mostly grows the logit scale, and
+        a sharper softmax leaves fewer entries above 1/n: the mask shrinks as a side effect of
+        the scale, not of the objective (measured: the text mask collapses to 1-5%).
+      - "logit": the window sits on the margin s = log(n P) = M - logsumexp(M) + log n, which
+        is >= 0 exactly when P >= 1/n, with a unit window |s| <= 1: each entry's gradient moves
+        its own margin, whatever the scale.
+
+    Args:
+        logits: (B, n) float32 attention scores M.
+        estimator: "logit" or "probability".
+
+    Returns:
+        (B, n) float32 mask in {0, 1}.
+    """
+    if estimator not in MASK_ESTIMATORS:
+        raise ValueError(f"mask estimator must be one of {MASK_ESTIMATORS}, got {estimator!r}")
+    n = tf.cast(tf.shape(logits)[-1], logits.dtype)
+    if estimator == "probability":
+        return straight_through_threshold(tf.nn.softmax(logits, axis=-1), 1.0 / n)
+    return straight_through_threshold(tf.nn.log_softmax(logits, axis=-1) + tf.math.log(n), 0.0)

@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from daah_tf.models.straight_through import straight_through_threshold
+from daah_tf.models.straight_through import attention_mask
 
 
 @keras.saving.register_keras_serializable(package="daah_tf")
@@ -16,6 +16,8 @@ class VectorAttention(keras.layers.Layer):
     Args:
         detach_features: read the features through stop_gradient when scoring them (see
             `SpatialAttention`).
+        estimator: where the threshold's straight-through gradient sits: "logit" (default) or
+            "probability" (the literal reading); see `straight_through.attention_mask`.
         **kwargs: standard Layer arguments.
 
     Call: features (B, d) -> (attended (B, d), unattended (B, d), mask (B, d) in {0, 1}).
@@ -23,9 +25,10 @@ class VectorAttention(keras.layers.Layer):
     Reference: Zhang, Lai, Feng, ECCV 2018, Sec. 3 (attention module).
     """
 
-    def __init__(self, detach_features=True, **kwargs):
+    def __init__(self, detach_features=True, estimator="logit", **kwargs):
         super().__init__(**kwargs)
         self.detach_features = bool(detach_features)
+        self.estimator = estimator
 
     def build(self, input_shape):
         if len(input_shape) != 2:
@@ -38,9 +41,7 @@ class VectorAttention(keras.layers.Layer):
 
     def call(self, features):
         scored = tf.stop_gradient(features) if self.detach_features else features
-        probabilities = tf.nn.softmax(tf.cast(self.score(scored), tf.float32), axis=-1)
-        alpha = 1.0 / tf.cast(tf.shape(probabilities)[-1], tf.float32)
-        mask = straight_through_threshold(probabilities, alpha)
+        mask = attention_mask(tf.cast(self.score(scored), tf.float32), self.estimator)
         typed_mask = tf.cast(mask, features.dtype)
         return typed_mask * features, (1.0 - typed_mask) * features, mask
 
@@ -49,5 +50,5 @@ class VectorAttention(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(detach_features=self.detach_features)
+        config.update(detach_features=self.detach_features, estimator=self.estimator)
         return config

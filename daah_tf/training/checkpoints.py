@@ -10,6 +10,8 @@ import os
 import tensorflow as tf
 from absl import logging
 
+from daah_tf import faults
+
 
 class RunCheckpoints:
     """The latest `keep` checkpoints in DIR/checkpoints and the best one in DIR/checkpoints/best.
@@ -50,7 +52,10 @@ class RunCheckpoints:
     def save(self, epoch):
         """Saves after `epoch` epochs (epoch counted from 1)."""
         self.epoch.assign(epoch)
-        return self.latest.save(checkpoint_number=epoch)
+        # The callback runs once the files are complete and before the manager lists them.
+        options = tf.train.CheckpointOptions(
+            experimental_write_callbacks=[lambda: faults.point("checkpoint_written")])
+        return self.latest.save(checkpoint_number=epoch, options=options)
 
     def save_best(self, epoch, score):
         self.epoch.assign(epoch)
@@ -62,9 +67,17 @@ class RunCheckpoints:
     # expect_partial: every object of ours must match (asserted), but a checkpoint may hold
     # entries nobody reads back (e.g. save_counter), which TensorFlow would warn about at exit.
 
-    def restore_latest(self):
-        """Restores the newest readable checkpoint; returns its path, or None if there is none."""
-        for path in reversed(self.latest.checkpoints):
+    def restore_latest(self, model_dir=None):
+        """Restores the newest readable checkpoint; returns its path, or None if there is none.
+
+        model_dir: read another run directory's checkpoints instead (a worker other than the
+            chief resumes from the chief's, so that every worker starts from the same epoch).
+        """
+        paths = self.latest.checkpoints
+        if model_dir is not None:
+            state = tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints"))
+            paths = list(state.all_model_checkpoint_paths) if state else []
+        for path in reversed(paths):
             try:
                 self.checkpoint.read(path).assert_existing_objects_matched().expect_partial()
                 return path

@@ -8,7 +8,10 @@
 
 With several workers every worker runs the same command; only the chief writes checkpoints,
 TensorBoard, metrics and the export into --model_dir. The others write their (required)
-checkpoint copies into --model_dir/workers/<task id>/, which nothing reads back.
+checkpoint copies into --model_dir/workers/<task id>/; on a rerun each worker resumes from the
+chief's checkpoints when it can read them (one host, or a shared disk), else from its own copy.
+A worker that dies stops the others within seconds (the coordination service's heartbeats),
+with a WorkerLostError instead of a hang.
 """
 
 import os
@@ -38,6 +41,43 @@ def make_strategy(name):
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"distribution must be one of {STRATEGIES}, got {name!r}")
+
+
+class WorkerLostError(RuntimeError):
+    """Another worker of a multi-worker run stopped (crashed, killed, unreachable)."""
+
+
+# What a collective op raises when a peer is gone: the coordination service stops getting its
+# heartbeats (about 10 s) and aborts every pending collective.
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+               tf.errors.AbortedError, tf.errors.CancelledError)
+
+
+def worker_lost(error, model_dir):
+    """The WorkerLostError for a collective that failed with `error` in a multi-worker run."""
+    lines = [line.strip() for line in str(getattr(error, "message", error)).splitlines()]
+    # Keep what names the failure; drop TensorFlow's generic lines.
+    lines = [line[:240] for line in lines if line and not line.startswith(
+        ("Graph execution error", "Detected at node", "File ", "[[", "The error could be"))]
+    return WorkerLostError(
+        f"a worker of this multi-worker run stopped, so training cannot go on "
+        f"({type(error).__name__}: {' '.join(lines[:3])}). The last complete epoch's checkpoint "
+        f"is in {model_dir}/checkpoints; rerun the same command on every worker to resume."
+    )
+
+
+def skip_keras_symbolic_build(model):
+    """Stops `fit`/`evaluate` from reducing their first batch across workers.
+
+    Keras 3 (keras-team/keras issue 20329) calls `strategy.reduce("MEAN", batch)` on the first
+    batch of a distributed dataset to build the model symbolically; MultiWorkerMirroredStrategy
+    with two or more workers refuses a dict batch there ("Attempt to convert a value
+    ({'image': PerReplica...}) ... dict"). Our model and both optimizers are built before
+    `fit`, so that symbolic build has nothing to do: skip it for this model only.
+    """
+    if not model.built:
+        raise ValueError("build the model before skipping Keras' symbolic build")
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
 
 def is_chief(strategy):

@@ -5,6 +5,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from daah_tf import faults
+
 
 def _learning_rate(optimizer):
     inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer wraps
@@ -28,9 +30,10 @@ class NonFiniteTrainingError(RuntimeError):
 class NonFiniteGuard(keras.callbacks.Callback):
     """Acts on the batches the train step refused to apply (non-finite loss or gradients).
 
-    The step itself never applies such a batch. With policy "stop", the first one raises
-    NonFiniteTrainingError naming the global step and the loss terms that were not finite,
-    before the epoch's checkpoint is written, so the last checkpoint stays the last good one.
+    The step itself never applies a player's non-finite update (each player's stands alone).
+    With policy "stop", the first such batch raises NonFiniteTrainingError naming the global
+    step and the loss terms that were not finite, before the epoch's checkpoint is written, so
+    the last checkpoint stays the last good one.
     With "skip_batch", the epoch's count is added to `counter` and reported.
 
     Args:
@@ -62,8 +65,9 @@ class NonFiniteGuard(keras.callbacks.Callback):
                 else "a gradient (every loss term was finite)")
         raise NonFiniteTrainingError(
             f"step {step} (epoch {self.epoch + 1}, batch {batch + 1}): {what} became NaN or "
-            "Inf; the batch was not applied and training stopped. The last checkpoint is the "
-            "last good one. Rerun with --on_nonfinite=skip_batch to skip such batches."
+            "Inf; that player's update was not applied and training stopped. The last "
+            "checkpoint is the last good one. Rerun with --on_nonfinite=skip_batch to skip "
+            "such batches."
         )
 
     def on_epoch_end(self, epoch, logs=None):
@@ -101,6 +105,9 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.print_fn = print_fn
         self.train_writer = tf.summary.create_file_writer(f"{log_dir}/train")
         self.validation_writer = tf.summary.create_file_writer(f"{log_dir}/validation")
+
+    def on_train_batch_end(self, batch, logs=None):
+        faults.point("train_batch")  # a crash test's kill mid-epoch (off by default)
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1

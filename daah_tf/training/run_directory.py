@@ -6,19 +6,25 @@
     DIR/text_featurizer.json  the text vocabulary (raw-text datasets)
     DIR/checkpoints/       latest checkpoints, and best/ (model selection on validation)
     DIR/tensorboard/       train/ and validation/ event files
-    DIR/saved_model/       the serving export
+    DIR/saved_model/<v>/   the serving export, TF Serving's layout (daah_tf/export.py)
     DIR/metrics.json       the final retrieval metrics
 """
 
 import dataclasses
+import math
 import os
 import shutil
 
-from daah_tf.atomic import atomic_write_json, atomic_write_text  # noqa: F401 (re-exported)
+import numpy as np
+
+from daah_tf.atomic import (  # noqa: F401 (re-exported)
+    atomic_write_json,
+    atomic_write_text,
+    remove_stale_temporaries,
+)
 from daah_tf.config import RunConfig
 
-# A checkpoint of the default model is a few MB; VGG19 with fc6/fc7 heads is about 1.5 GB with
-# both optimizers' slots. Refuse to start without room for at least this much.
+# Room for what is not weights: event files, metrics, splits, the text vocabulary.
 MIN_FREE_BYTES = 64 * 1024 * 1024
 
 
@@ -26,8 +32,49 @@ class RunDirectoryError(RuntimeError):
     """The run directory cannot be used (not writable, full, or holds another run)."""
 
 
-def check_writable(model_dir, min_free_bytes=MIN_FREE_BYTES):
-    """Creates `model_dir` if needed and fails early if it cannot hold a checkpoint."""
+def _variable_bytes(variables):
+    return sum(math.prod(v.shape) * np.dtype(getattr(v.dtype, "name", v.dtype)).itemsize
+               for v in variables)
+
+
+def bytes_needed(model):
+    """Disk a run of `model` (built and compiled) needs, in bytes, and what for.
+
+    One checkpoint holds the model's weights and both players' optimizer variables (with Adam,
+    two slots per weight), and one SavedModel version holds the weights again; on top of that
+    MIN_FREE_BYTES for event files and the rest. Returns (total, description).
+    """
+    weights = _variable_bytes(model.weights)
+    slots = _variable_bytes([v for optimizer in (model.hash_optimizer, model.attention_optimizer)
+                             for v in optimizer.variables])
+    total = 2 * weights + slots + MIN_FREE_BYTES
+    mib = 2**20
+    return total, (f"checkpoint {(weights + slots) / mib:.0f} MiB (weights {weights / mib:.0f} "
+                   f"+ optimizer slots {slots / mib:.0f}), SavedModel {weights / mib:.0f} MiB, "
+                   f"other files {MIN_FREE_BYTES / mib:.0f} MiB")
+
+
+def _existing_ancestor(path):
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def check_free_space(model_dir, needed=(MIN_FREE_BYTES, "")):
+    """Raises RunDirectoryError unless the disk of `model_dir` (or of the nearest existing
+    folder above it: nothing is created here) has `needed` = (bytes, what for) free."""
+    required, what = needed
+    free = shutil.disk_usage(_existing_ancestor(model_dir)).free
+    if free < required:
+        raise RunDirectoryError(
+            f"--model_dir={model_dir}: only {free / 2**20:.0f} MiB free, the run needs about "
+            f"{required / 2**20:.0f} MiB" + (f" ({what})" if what else "")
+        )
+
+
+def check_writable(model_dir):
+    """Creates `model_dir` if needed and fails early if it cannot be written."""
     try:
         os.makedirs(model_dir, exist_ok=True)
         probe = os.path.join(model_dir, ".write-test")
@@ -38,12 +85,6 @@ def check_writable(model_dir, min_free_bytes=MIN_FREE_BYTES):
         raise RunDirectoryError(
             f"--model_dir={model_dir} is not writable: {error.strerror or error}"
         ) from error
-    free = shutil.disk_usage(model_dir).free
-    if free < min_free_bytes:
-        raise RunDirectoryError(
-            f"--model_dir={model_dir}: only {free / 2**20:.0f} MiB free, a checkpoint needs "
-            f"about {min_free_bytes / 2**20:.0f} MiB"
-        )
 
 
 def _settings(config: RunConfig):
@@ -52,15 +93,24 @@ def _settings(config: RunConfig):
     return {"data": raw["data"], "model": raw["model"]}
 
 
-def prepare(config: RunConfig, flags_text):
+def holds_run(model_dir):
+    """Whether `model_dir` holds a run (that `prepare` will resume or refuse); reads only."""
+    return os.path.exists(os.path.join(model_dir, "config.json"))
+
+
+def prepare(config: RunConfig, flags_text, needed=(MIN_FREE_BYTES, "")):
     """Checks and fills the run directory; returns True if it holds a run to resume.
 
-    A directory holding a run with other data or model settings is refused rather than mixed.
+    The free space (`needed`, from `bytes_needed`) is checked before anything is created. A
+    directory holding a run with other data or model settings is refused rather than mixed.
+    Temporary files of atomic writes a crash left behind are removed (nothing read them).
     """
     model_dir = config.train.model_dir
+    check_free_space(model_dir, needed)
     check_writable(model_dir)
     config_path = os.path.join(model_dir, "config.json")
-    resuming = os.path.exists(config_path)
+    resuming = holds_run(model_dir)
+    remove_stale_temporaries(model_dir)
     if resuming:
         with open(config_path, encoding="utf-8") as stream:
             previous = RunConfig.from_json(stream.read())

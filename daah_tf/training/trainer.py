@@ -11,6 +11,7 @@ from absl import logging
 
 from daah_tf import export
 from daah_tf.config import RunConfig
+from daah_tf.data import auto_cache
 from daah_tf.data.base import PairedDataset
 from daah_tf.data.pipeline import make_pipeline
 from daah_tf.data.registry import load_dataset
@@ -48,6 +49,13 @@ def load_data(config: RunConfig):
             skip_bad_rows=data_config.skip_bad_rows, num_pairs=data_config.synthetic_pairs,
             num_classes=data_config.synthetic_classes, image_size=data_config.image_size,
         )
+        if auto_cache.is_cached_run(data, config.model):
+            # A frozen backbone: its feature maps, computed on the first run, stand in for
+            # the pictures (see daah_tf/data/auto_cache.py).
+            data = auto_cache.load_cached(
+                data, config.model, data_config.image_size, cache_dir=config.train.cache_dir,
+                data_dir=data_config.data_dir, batch_size=data_config.batch_size,
+                progress=config.train.verbose > 0)
     train, validation = carve_validation(
         data.splits["train"], data_config.validation_fraction, data_config.seed
     )
@@ -55,9 +63,18 @@ def load_data(config: RunConfig):
     return data
 
 
+def training_model_config(config: RunConfig):
+    """The ModelConfig of the network that trains: with a frozen backbone (on the automatic
+    feature cache) its image encoder is `precomputed`, the backbone stays out of the model."""
+    model = config.model
+    if model.freeze_backbone and not config.data.feature_cache:
+        return dataclasses.replace(model, image_backbone="precomputed", image_weights="none")
+    return model
+
+
 def check_backbone_fits(data: PairedDataset, config: RunConfig):
     """Images given as features need the precomputed backbone, and pictures need a CNN."""
-    backbone = config.model.image_backbone
+    backbone = training_model_config(config).image_backbone
     if data.image_kind == "features" and backbone != "precomputed":
         raise ValueError(
             f"{data.name} gives image features of shape {data.image_shape}, not pictures: "
@@ -71,7 +88,8 @@ def check_backbone_fits(data: PairedDataset, config: RunConfig):
 
 
 def text_featurizer_for(data: PairedDataset, config: RunConfig, resuming):
-    """The text featurizer: fitted on the training split only, or read back when resuming."""
+    """The text featurizer: fitted on the training split only, or read back when resuming.
+    Writes nothing (the run directory is checked first; train_and_evaluate saves it)."""
     if data.text_kind != "raw":
         return None
     model_dir = config.train.model_dir
@@ -80,8 +98,8 @@ def text_featurizer_for(data: PairedDataset, config: RunConfig, resuming):
     featurizer = TextFeaturizer.fit(
         data.texts[data.splits["train"]], vocab_size=config.data.text_vocab_size,
         max_ngram=config.data.text_ngrams, min_count=config.data.text_min_count,
+        output_mode=config.data.text_weighting,
     )
-    featurizer.save(model_dir)
     return featurizer
 
 
@@ -96,7 +114,7 @@ def input_shapes(data: PairedDataset, config: RunConfig, featurizer):
 
 
 def build_compiled_model(config: RunConfig, image_shape, text_dim):
-    model = build_model(config.model, image_shape, text_dim)
+    model = build_model(training_model_config(config), image_shape, text_dim)
     model.compile(
         hash_optimizer=keras.optimizers.Adam(config.train.hash_learning_rate),
         attention_optimizer=keras.optimizers.Adam(config.train.attention_learning_rate),
@@ -225,22 +243,31 @@ def train_and_evaluate(config: RunConfig, flags_text, print_fn=print):
     chief = distribution.is_chief(strategy)
     data = load_data(config)  # bad data stops the run before anything is written
     check_backbone_fits(data, config)
-    model_dir = distribution.worker_dir(config.train.model_dir, strategy)
+    run_dir = config.train.model_dir  # the chief's; this worker's own is model_dir
+    model_dir = distribution.worker_dir(run_dir, strategy)
     if model_dir != config.train.model_dir:
         config = dataclasses.replace(
             config, train=dataclasses.replace(config.train, model_dir=model_dir))
-    resuming = run_directory.prepare(config, flags_text)
-    write_splits(data.splits, os.path.join(model_dir, "splits.json"))
-    featurizer = text_featurizer_for(data, config, resuming)
+    featurizer = text_featurizer_for(data, config, run_directory.holds_run(model_dir))
     image_shape, text_dim = input_shapes(data, config, featurizer)
-    run_directory.atomic_write_json(os.path.join(model_dir, restore.INPUTS_FILE),
-                                    restore.inputs_description(data, image_shape, text_dim))
     with strategy.scope():  # variables of the model and of both optimizers are mirrored
         model = build_compiled_model(config, image_shape, text_dim)
+    # The model's size tells how much disk the run needs: checked before anything is written.
+    resuming = run_directory.prepare(config, flags_text, run_directory.bytes_needed(model))
+    write_splits(data.splits, os.path.join(model_dir, "splits.json"))
+    if featurizer is not None:
+        featurizer.save(model_dir)
+    run_directory.atomic_write_json(os.path.join(model_dir, restore.INPUTS_FILE),
+                                    restore.inputs_description(data, image_shape, text_dim))
+    with strategy.scope():
         checkpoints = RunCheckpoints(model, model_dir, config.train.keep_checkpoints)
+    distribution.skip_keras_symbolic_build(model)
     start_epoch = 0
     if resuming:
-        path = checkpoints.restore_latest()
+        # Every worker resumes from the chief's checkpoint where it can read it (one host or a
+        # shared disk), else from its own copy: all must start from the same epoch.
+        shared = not chief and os.path.isdir(os.path.join(run_dir, "checkpoints"))
+        path = checkpoints.restore_latest(run_dir if shared else None)
         if path is not None:
             start_epoch = int(checkpoints.epoch.numpy())
             print_fn(f"Resuming {model_dir} from {path}: epoch {start_epoch}, "
@@ -249,7 +276,12 @@ def train_and_evaluate(config: RunConfig, flags_text, print_fn=print):
     patience = config.train.early_stopping_patience
     stopped = patience and int(checkpoints.evaluations_without_gain.numpy()) >= patience
     if start_epoch < config.train.epochs and not stopped:
-        _fit(model, feeder, checkpoints, config, start_epoch, print_fn)
+        try:
+            _fit(model, feeder, checkpoints, config, start_epoch, print_fn)
+        except distribution.PEER_ERRORS as error:
+            if config.train.distribution != "multi_worker":
+                raise
+            raise distribution.worker_lost(error, run_dir) from None
     else:
         print_fn(f"{model_dir}: training already finished at epoch {start_epoch}; "
                  "evaluating the selected checkpoint.")
@@ -264,8 +296,13 @@ def train_and_evaluate(config: RunConfig, flags_text, print_fn=print):
         return results
     results["seconds"] = round(time.time() - started, 1)
     run_directory.atomic_write_json(os.path.join(model_dir, "metrics.json"), results)
+    backbone = None
+    if "feature_cache_dir" in data.extras:  # serving takes pictures: the backbone goes in front
+        from daah_tf.models.backbones import frozen_backbone
+
+        backbone = frozen_backbone(config.model, config.data.image_size)
     export.export_saved_model(model, os.path.join(model_dir, "saved_model"), data.image_kind,
-                              image_shape, text_dim, featurizer)
+                              image_shape, text_dim, featurizer, backbone=backbone)
     for line in summary_lines(results):
         print_fn(line)
     return results

@@ -1,0 +1,186 @@
+"""The automatic feature cache of a run with a frozen pretrained backbone on pictures.
+
+A frozen backbone's feature map of an image never changes, so the first run computes every
+row's map once (`feature_cache.write_feature_cache`: float16, memory-mapped, written into a
+temporary folder and renamed, so a cache is complete or absent) and every later run, and
+`evaluate` / `search`, read it back. The cache is found again by a key over everything its
+contents depend on:
+
+    the rows        each image path with its file size and modification time (a changed or
+                    replaced file gives a new key), the texts, the labels and label names, the
+                    reader's splits (which hold the seed of a random split)
+    the backbone    its name, its weights (for "imagenet": the converted weights file, whose
+                    name carries the checkpoint's hash; for a FILE: its path, size and mtime)
+    the images      the side S they are resized to, the cache format version
+
+Caches live in CACHE_ROOT/<dataset>-<backbone>-<S>px-<key[:16]>/, CACHE_ROOT being --cache_dir,
+else DATA_DIR/.daah_cache when that can be written, else the user cache folder
+(~/.cache/daah_tf/features, or $DAAH_TF_CACHE_DIR/features).
+"""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from daah_tf.data import feature_cache
+from daah_tf.data.base import DatasetError, PairedDataset
+
+CACHE_FOLDER = ".daah_cache"
+# Part of the key: bump when what a cache holds changes for the same inputs.
+KEY_VERSION = 1
+
+
+def is_cached_run(data: PairedDataset, model_config, feature_cache_dir=""):
+    """True when the run trains its heads on the automatic cache: a frozen backbone, picture
+    inputs, and no explicit --feature_cache."""
+    return (model_config.freeze_backbone and not feature_cache_dir
+            and data.image_kind in ("pixels", "paths"))
+
+
+def _weights_identity(backbone, weights):
+    if weights in (None, "none"):
+        return "none"
+    if weights == "imagenet" and backbone == "efficientnet_lite0":
+        from daah_tf.models.efficientnet_lite import imagenet_weights_file
+
+        return os.path.basename(imagenet_weights_file())  # carries the checkpoint's hash
+    if weights == "imagenet":
+        import keras
+
+        return f"imagenet (keras {keras.__version__})"
+    status = os.stat(weights)
+    return f"{os.path.abspath(weights)}:{status.st_size}:{status.st_mtime_ns}"
+
+
+def _rows_digest(data: PairedDataset):
+    """sha256 over every row's content: image files by (path, size, mtime), pixel arrays by
+    their bytes, texts, labels, label names and splits."""
+    digest = hashlib.sha256()
+    if data.image_kind == "paths":
+        for path in data.images:
+            status = os.stat(path)
+            digest.update(f"{path}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+    else:
+        digest.update(np.ascontiguousarray(data.images).tobytes())
+    if data.text_kind == "raw":
+        for text in data.texts:
+            digest.update(str(text).encode("utf-8") + b"\0")
+    else:
+        digest.update(np.ascontiguousarray(data.texts, dtype=np.float32).tobytes())
+    digest.update(np.ascontiguousarray(data.labels, dtype=np.float32).tobytes())
+    digest.update(json.dumps([str(n) for n in data.label_names]).encode("utf-8"))
+    for name in sorted(data.splits):
+        digest.update(name.encode() + np.asarray(data.splits[name], np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(data: PairedDataset, model_config, image_size):
+    """The hex sha256 naming the cache of these rows through this backbone at this size."""
+    parts = {
+        "version": KEY_VERSION,
+        "format_version": feature_cache.FORMAT_VERSION,
+        "dataset": data.name,
+        "rows": _rows_digest(data),
+        "backbone": model_config.image_backbone,
+        "weights": _weights_identity(model_config.image_backbone, model_config.image_weights),
+        "image_size": int(image_size),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _writable(folder):
+    probe_dir = folder if os.path.isdir(folder) else os.path.dirname(folder)
+    return os.path.isdir(probe_dir) and os.access(probe_dir, os.W_OK | os.X_OK)
+
+
+def cache_root(cache_dir, data_dir):
+    """Where caches go: `cache_dir`, else DATA_DIR/.daah_cache if writable, else the user
+    cache folder."""
+    if cache_dir:
+        return cache_dir
+    if data_dir:
+        beside = os.path.join(os.path.abspath(data_dir), CACHE_FOLDER)
+        if _writable(beside):
+            return beside
+    from daah_tf.models.efficientnet_lite import cache_dir as user_cache_dir
+
+    return os.path.join(user_cache_dir(), "features")
+
+
+def cache_path(data: PairedDataset, model_config, image_size, cache_dir="", data_dir=""):
+    """The folder of this run's cache (it may not exist yet)."""
+    key = cache_key(data, model_config, image_size)
+    name = f"{data.name}-{model_config.image_backbone}-{int(image_size)}px-{key[:16]}"
+    return os.path.join(cache_root(cache_dir, data_dir), name)
+
+
+def _progress_bar(total, print_fn):
+    """A callable(done, total) drawing a Keras progress bar with rate and ETA."""
+    import keras
+
+    bar = keras.utils.Progbar(total, unit_name="image")
+
+    def report(done, _total):
+        bar.update(done)
+
+    print_fn(f"  (images are read, resized and run through the backbone once; {total} rows)")
+    return report
+
+
+def ensure_feature_cache(data: PairedDataset, model_config, image_size, *, cache_dir="",
+                         data_dir="", batch_size=32, print_fn=print, progress=True):
+    """The folder of the complete feature cache of `data`, computing it when missing.
+
+    Args:
+        data: the reader's dataset (pictures), before the validation split is carved.
+        model_config: the run's ModelConfig (the backbone and its weights).
+        image_size: S.
+        cache_dir, data_dir: see `cache_root`.
+        batch_size: images per forward pass while caching.
+        print_fn: where "Caching ..." / "Reusing ..." lines go.
+        progress: draw a progress bar while caching.
+
+    Returns:
+        (folder, built): built is True when this call computed the cache.
+    """
+    from daah_tf.models.backbones import frozen_backbone
+
+    folder = cache_path(data, model_config, image_size, cache_dir, data_dir)
+    if os.path.isfile(os.path.join(folder, feature_cache.MANIFEST_FILE)):
+        print_fn(f"Reusing the feature cache {folder}")
+        return folder, False
+    if model_config.image_weights in (None, "none"):
+        raise ValueError("a frozen backbone with random weights (--image_weights=none) gives "
+                         "features nobody can reproduce at serving time: pass "
+                         "--image_weights=imagenet|FILE or --freeze_backbone=false")
+    encoder = frozen_backbone(model_config, image_size)
+    print_fn(f"Caching the {model_config.image_backbone} features of {len(data)} images of "
+             f"{data.name} at {image_size}x{image_size} into {folder} (once; later runs, "
+             f"evaluate and search reuse it)")
+    report = _progress_bar(len(data), print_fn) if progress else None
+    try:
+        feature_cache.write_feature_cache(
+            data, folder, encoder, image_size, batch_size=batch_size, data_dir=data_dir,
+            progress=report)
+    except OSError:
+        # Another run finished the same cache first: its rename won; use its folder.
+        if not os.path.isfile(os.path.join(folder, feature_cache.MANIFEST_FILE)):
+            raise
+    return folder, True
+
+
+def load_cached(data: PairedDataset, model_config, image_size, **kwargs):
+    """`data` with its images replaced by the cached feature maps (computed when missing).
+
+    Returns:
+        A PairedDataset with image_kind "features" (memory-mapped float16 maps), the same
+        rows, texts, labels and splits; extras["feature_cache_dir"] is the folder.
+    """
+    folder, _ = ensure_feature_cache(data, model_config, image_size, **kwargs)
+    cached = feature_cache.load_feature_cache(folder, dataset=data.name)
+    if len(cached) != len(data):
+        raise DatasetError(f"{folder}: {len(cached)} rows cached, the dataset has {len(data)}")
+    cached.extras = dict(data.extras, **cached.extras, feature_cache_dir=folder)
+    return cached

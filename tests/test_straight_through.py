@@ -21,15 +21,20 @@ def test_forward_is_the_threshold_of_the_softmax(estimator):
     np.testing.assert_array_equal(mask, expected)
 
 
-def test_logit_estimator_gradient_is_windowed_log_softmax_jacobian():
-    rng = np.random.default_rng(1)
-    logits = rng.normal(size=(3, 6)).astype(np.float32)
-    upstream = rng.normal(size=(3, 6)).astype(np.float32)
+def _mask_gradient(seed, shape, estimator):
+    """(logits, upstream, d<upstream, Z>/d logits) for random logits of `shape`."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=shape).astype(np.float32)
+    upstream = rng.normal(size=shape).astype(np.float32)
     x = tf.constant(logits)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        mask = attention_mask(x, "logit")
-    got = tape.gradient(mask, x, output_gradients=tf.constant(upstream)).numpy()
+        mask = attention_mask(x, estimator)
+    return logits, upstream, tape.gradient(mask, x, output_gradients=tf.constant(upstream)).numpy()
+
+
+def test_logit_estimator_gradient_is_windowed_log_softmax_jacobian():
+    logits, upstream, got = _mask_gradient(1, (3, 6), "logit")
     # s = log(n P); dZ/ds = 1[|s| <= 1]; ds_k/dM_j = delta_kj - P_j.
     p = _softmax(logits.astype(np.float64))
     margin = np.log(6 * p)
@@ -39,14 +44,7 @@ def test_logit_estimator_gradient_is_windowed_log_softmax_jacobian():
 
 
 def test_probability_estimator_gradient_goes_through_the_softmax_jacobian():
-    rng = np.random.default_rng(2)
-    logits = rng.normal(size=(2, 5)).astype(np.float32)
-    upstream = rng.normal(size=(2, 5)).astype(np.float32)
-    x = tf.constant(logits)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        mask = attention_mask(x, "probability")
-    got = tape.gradient(mask, x, output_gradients=tf.constant(upstream)).numpy()
+    logits, upstream, got = _mask_gradient(2, (2, 5), "probability")
     p = _softmax(logits.astype(np.float64))
     # Window |P - 1/n| <= 1 always holds; dP_k/dM_j = P_k (delta_kj - P_j).
     expected = p * upstream - p * (p * upstream).sum(axis=-1, keepdims=True)

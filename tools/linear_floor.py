@@ -1,0 +1,101 @@
+"""The linear floor of a run: ridge regression from the model's input features to the labels,
+a random projection of the predicted label scores to q bits, sign (the same projection for both
+modalities, so the codes compare across them). Same data, splits and bits as the run; a learned
+hashing model should beat it.
+
+    python tools/linear_floor.py --model_dir=runs/wiki_16bit [--alpha=1.0] [--seed=0]
+
+Input features, as the run's model sees them: feature vectors as they are, cached feature maps
+averaged over positions, pictures as 32x32 thumbnails (flattened, [0, 1]); texts through the run's
+text featurizer (or the dataset's vectors). Each input column is standardised on the training
+split before the ridge. Prints the four mAP@all and writes DIR/linear_floor.json.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+from PIL import Image
+from sklearn.linear_model import Ridge
+from sklearn.preprocessing import StandardScaler
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from daah_tf.atomic import atomic_write_text  # noqa: E402
+from daah_tf.data.text_featurizer import TextFeaturizer  # noqa: E402
+from daah_tf.evaluate import load_run_data, run_config  # noqa: E402
+from daah_tf.training.evaluation import chance_map, retrieval_maps  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "A run directory of python -m daah_tf.train.")
+flags.DEFINE_float("alpha", 1.0, "Ridge regularisation strength.", lower_bound=0.0)
+flags.DEFINE_integer("seed", 0, "Seed of the random projection.")
+THUMBNAIL = 32
+
+
+def image_features(data, rows):
+    """(n, F) float32 image inputs of the given dataset rows."""
+    if data.image_kind == "features":
+        features = np.asarray(data.images[rows], np.float32)
+        return features.mean(axis=(1, 2)) if features.ndim == 4 else features
+    if data.image_kind == "pixels":
+        pictures = [Image.fromarray(np.asarray(p, np.uint8)) for p in data.images[rows]]
+    else:
+        pictures = [Image.open(path).convert("RGB") for path in data.images[rows]]
+    return np.stack([np.asarray(p.resize((THUMBNAIL, THUMBNAIL)), np.float32).ravel() / 255.0
+                     for p in pictures])
+
+
+def text_features(data, rows, model_dir):
+    """(n, V) float32 text inputs: the run's featurizer on raw text, else the vectors."""
+    if data.text_kind == "raw":
+        return TextFeaturizer.load(model_dir).transform(data.texts[rows])
+    return np.asarray(data.texts[rows], np.float32)
+
+
+def floor_codes(train_x, train_labels, xs, projection, alpha):
+    """Ridge (standardised inputs -> labels), then sign(scores @ projection) for each of xs."""
+    scaler = StandardScaler().fit(train_x)
+    ridge = Ridge(alpha=alpha).fit(scaler.transform(train_x), train_labels)
+    return [np.where(ridge.predict(scaler.transform(x)) @ projection >= 0, 1, -1).astype(np.int8)
+            for x in xs]
+
+
+def linear_floor(model_dir, alpha=1.0, seed=0):
+    """The floor's mAP@all in the four directions (query vs database) and the chance mAP."""
+    config = run_config(model_dir)
+    data = load_run_data(model_dir, config, config.data.dataset)
+    rows = {name: np.asarray(data.splits[name]) for name in ("train", "query", "database")}
+    labels = {name: data.labels[index] for name, index in rows.items()}
+    projection = np.random.default_rng(seed).normal(
+        size=(labels["train"].shape[1], config.model.bits))
+    codes = {"query": {}, "database": {}}
+    for modality, featurize in (("image", lambda r: image_features(data, r)),
+                                ("text", lambda r: text_features(data, r, model_dir))):
+        train_x, query_x, database_x = (featurize(rows[n]) for n in ("train", "query", "database"))
+        codes["query"][modality], codes["database"][modality] = floor_codes(
+            train_x, labels["train"], (query_x, database_x), projection, alpha)
+    maps = retrieval_maps(codes["query"], labels["query"], codes["database"], labels["database"])
+    results = {f"{name}_map": float(value) for name, value in maps.items()}
+    results.update(chance_map=chance_map(labels["query"], labels["database"]),
+                   bits=config.model.bits, dataset=data.name, alpha=alpha, seed=seed)
+    return results
+
+
+def main(argv):
+    del argv
+    if not FLAGS.model_dir:
+        raise app.UsageError("--model_dir is required")
+    results = linear_floor(FLAGS.model_dir, FLAGS.alpha, FLAGS.seed)
+    atomic_write_text(os.path.join(FLAGS.model_dir, "linear_floor.json"),
+                      json.dumps(results, indent=2, sort_keys=True))
+    print(f"linear floor on {results['dataset']} ({results['bits']} bits): mAP "
+          f"I->T {results['i2t_map']:.4f}  T->I {results['t2i_map']:.4f}  "
+          f"I->I {results['i2i_map']:.4f}  T->T {results['t2t_map']:.4f}  "
+          f"(chance {results['chance_map']:.4f})")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -201,7 +201,8 @@ for index, argv in enumerate(sets):
     flags_text = daah_flags.effective_flags_text().splitlines()
     print(json.dumps([config.model.image_backbone, config.model.image_weights,
                       config.data.image_size, config.model.freeze_backbone,
-                      [line for line in flags_text if line.startswith(("--image_", "--freeze"))]]))
+                      [line for line in flags_text if line.startswith(("--image_", "--freeze"))],
+                      config.model.image_head_pooling, config.data.text_weighting]))
 """
 
 
@@ -224,4 +225,8 @@ def test_folder_defaults_to_the_pretrained_backbone(tmp_path):
     assert chosen[:4] == ["small_cnn", "none", 48, False]
     assert synthetic[:4] == ["small_cnn", "none", 48, False]  # the default run is unchanged
     assert without_extra[:4] == ["small_cnn", "none", 48, False]
+    # Photo folders: pooled image head with the pretrained backbone, TF-IDF captions always.
+    assert default[5:] == ["average", "tf_idf"]
+    assert chosen[5:] == ["flatten", "tf_idf"]
+    assert synthetic[5:] == ["flatten", "count"]
     assert 'pip install -e ".[pretrained]"' in result.stderr

@@ -17,6 +17,7 @@ from daah_tf.models.daah import (
     ATTENTION_OBJECTIVES,
     LOSSES,
     NONFINITE_POLICIES,
+    RETRIEVAL_VIEWS,
     UPDATE_MODES,
 )
 from daah_tf.models.factory import ATTENTION_CHOICES
@@ -105,6 +106,10 @@ flags.DEFINE_enum("mask_estimator", _MODEL.mask_estimator, MASK_ESTIMATORS,
 flags.DEFINE_enum("attention_objective", _MODEL.attention_objective, ATTENTION_OBJECTIVES,
                   "What the attention player maximises: L_adv - L_ret (adversarial_retrieval) "
                   "or L_adv alone (adversarial, the paper's game).")
+flags.DEFINE_enum("retrieval_view", _MODEL.retrieval_view, RETRIEVAL_VIEWS,
+                  "Which features the retrieval codes read: the attended Z * f (the paper's) or "
+                  "the whole f (the mask then only shapes the unattended view of L_adv), or "
+                  "(1 + Z) * f (residual attention: attended features emphasised).")
 
 # Training.
 flags.DEFINE_string("model_dir", _TRAIN.model_dir,
@@ -271,6 +276,7 @@ def config_from_flags():
         update=FLAGS.update, mask_estimator=FLAGS.mask_estimator,
         image_head_pooling=FLAGS.image_head_pooling,
         attention_objective=FLAGS.attention_objective,
+        retrieval_view=FLAGS.retrieval_view,
         freeze_backbone=_freeze(FLAGS.freeze_backbone, FLAGS.image_backbone,
                                 FLAGS.image_weights),
     )

@@ -177,14 +177,21 @@ def log_one_plus_exp(x):
 def dcmh_loss(image_codes, text_codes, labels, quantization_weight=1.0, balance_weight=1.0):
     """The DCMH-style baseline objective (Jiang & Li, "Deep Cross-Modal Hashing", CVPR 2017).
 
-    With Theta_ij = 0.5 * <F_i, G_j> (F image codes, G text codes, both (B, q)), binary
-    S_ij and B = sign(F + G):
+    DCMH's objective J (section "Model formulation" of the paper), with the batch in place of
+    the whole training set: Theta_ij = 0.5 * <F_i, G_j> (F image codes, G text codes, both
+    (B, q)), binary S_ij, B = sign(F + G) (DCMH's closed-form update of B), gamma =
+    quantization_weight, eta = balance_weight:
 
-        (Eq. D1) nll          = mean_ij [ log(1 + e^Theta_ij) - S_ij * Theta_ij ]
-        (Eq. D2) quantization = mean_i [ ||B_i - F_i||^2 + ||B_i - G_i||^2 ] / q
-        (Eq. D3) balance      = (||sum_i F_i||^2 + ||sum_i G_i||^2) / (B^2 q)
+        (Eq. D1) nll          = -sum_ij [ S_ij * Theta_ij - log(1 + e^Theta_ij) ] / B
+        (Eq. D2) quantization = ( ||B - F||_F^2 + ||B - G||_F^2 ) / B
+        (Eq. D3) balance      = ( ||F^T 1||^2 + ||G^T 1||^2 ) / B
 
-    Means instead of DCMH's sums, so the weights do not depend on the batch size.
+    J is a sum, not a mean: the likelihood sums over B^2 pairs, the quantization over B * q
+    entries and the balance is the squared sum of B codes. The common 1/B keeps the value
+    per batch item; it does not change the weights of the terms relative to each other, which
+    are DCMH's (averaging each term separately, as an earlier version did, made the likelihood
+    about B / q times too weak against the quantization pull and q times too weak against the
+    balance, and the codes collapsed to one constant code).
 
     Returns:
         Dict of scalar float32: "nll", "quantization", "balance", and "total" =
@@ -192,17 +199,15 @@ def dcmh_loss(image_codes, text_codes, labels, quantization_weight=1.0, balance_
     """
     f = tf.cast(image_codes, tf.float32)
     g = tf.cast(text_codes, tf.float32)
+    batch = tf.cast(tf.shape(f)[0], tf.float32)
     similarity = label_similarity(labels, labels, "binary")
     theta = 0.5 * tf.matmul(f, g, transpose_b=True)
-    nll = tf.reduce_mean(log_one_plus_exp(theta) - similarity * theta)
+    nll = tf.reduce_sum(log_one_plus_exp(theta) - similarity * theta) / batch
     # B is a target, not a path for gradients (DCMH solves it in closed form per step).
     binary = tf.stop_gradient(tf.sign(f + g) + tf.cast(tf.equal(f + g, 0.0), tf.float32))
-    bits = tf.cast(tf.shape(f)[1], tf.float32)
-    batch = tf.cast(tf.shape(f)[0], tf.float32)
-    quantization = tf.reduce_mean(
-        tf.reduce_sum(tf.square(binary - f) + tf.square(binary - g), axis=1)) / bits
+    quantization = tf.reduce_sum(tf.square(binary - f) + tf.square(binary - g)) / batch
     balance = (tf.reduce_sum(tf.square(tf.reduce_sum(f, 0)))
-               + tf.reduce_sum(tf.square(tf.reduce_sum(g, 0)))) / (batch * batch * bits)
+               + tf.reduce_sum(tf.square(tf.reduce_sum(g, 0)))) / batch
     terms = {"nll": nll, "quantization": quantization, "balance": balance}
     terms["total"] = nll + quantization_weight * quantization + balance_weight * balance
     return terms

@@ -25,6 +25,11 @@ Conventions used throughout the module:
 Everything is vectorised over queries: queries go in chunks of rows of about 260k query x
 database pairs (~40 bytes per pair at peak, so ~10 MB per chunk whatever the database size), and
 chunks run on a few threads (NumPy's sort, gather and ufunc loops release the GIL).
+
+Backends: where numba imports (extra ``fast``), AP and the radius metrics use the compiled
+kernels of ``daah_tf.ap_kernels`` (distance, relevance and the counting pass fused, O(N) scratch
+per thread, no (n, N) arrays), with bitwise-identical results; ``backend="numpy"`` forces the
+NumPy path, ``backend="numba"`` requires the compiled one.
 """
 
 from __future__ import annotations
@@ -38,13 +43,19 @@ from typing import Literal, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from daah_tf import ap_kernels
+
 TieRule = Literal["index", "average"]
 EmptyRule = Literal["exclude", "zero"]
+Backend = Literal["auto", "numpy", "numba"]
 
 # Query x database pairs per chunk (~40 bytes each at peak, ~10 MB per worker thread): small
 # enough that NumPy reuses heap memory instead of page-faulting fresh mmap blocks each chunk.
 _CHUNK_PAIRS = 1 << 18
 _MAX_THREADS = 4
+# Compiled path: query chunks per thread. Its chunks need no (n, N) memory, so they are sized
+# for load balance only (threads that finish early take the next chunk).
+_COMPILED_CHUNKS_PER_THREAD = 8
 _EULER_GAMMA = 0.57721566490153286
 _HARMONIC_TABLE_SIZE = 64
 _HARMONIC_TABLE = np.array(
@@ -190,6 +201,19 @@ class _Prepared(NamedTuple):
         dist = _distance_block(self.query_words[start:stop], self.db_words)
         return dist, _relevance_block(self.query_labels[start:stop], self.db_labels)
 
+    def words(self, start: int, stop: int) -> tuple[np.ndarray, ...]:
+        """The arguments of the ``ap_kernels`` functions for queries start:stop."""
+        return (self.query_words[start:stop], self.db_words, self.query_labels[start:stop],
+                self.db_labels)
+
+    def histograms(
+        self, start: int, stop: int, n_bins: int, compiled: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Items and relevant items per distance of queries start:stop, int64 (n, n_bins)."""
+        if compiled:
+            return ap_kernels.histograms(*self.words(start, stop), n_bins)
+        return _histograms(*self.block(start, stop), n_bins)
+
 
 def average_precision_per_query(
     query_codes: ArrayLike,
@@ -202,23 +226,34 @@ def average_precision_per_query(
     packed: bool = False,
     chunk_size: int | None = None,
     num_threads: int | None = None,
+    backend: Backend = "auto",
 ) -> np.ndarray:
     """AP@top_k (AP@all when None) of every query, float64 (Q,).
 
     Codes are +-1 (Q, bits), (N, bits), or uint8 packed (Q, B), (N, B) with ``packed=True``;
     labels are multi-hot (Q, L), (N, L). ``chunk_size`` is query rows per chunk (default: about
-    1M pairs), ``num_threads`` the worker threads (default: CPU count, at most 4).
+    260k pairs; compiled: 8 chunks per thread), ``num_threads`` the worker threads (default:
+    CPU count, at most 4). ``backend``: "auto" (compiled when numba imports), "numpy", "numba".
     """
     prep = _prepare(query_codes, db_codes, query_labels, db_labels, packed)
-    n_db = prep.db_words.shape[1]
+    n_db, n_query = prep.db_words.shape[1], prep.query_words.shape[0]
     k = _check_top_k(top_k, n_db)
     kernel = _ap_kernel(tie_rule, k, prep.bits + 1)
-    return _map_chunks(
-        lambda s, e: kernel(*prep.block(s, e)),
-        prep.query_words.shape[0],
-        _chunk_rows(n_db, chunk_size),
-        num_threads,
-    )
+    if not _use_compiled(backend, n_db):
+        return _map_chunks(
+            lambda s, e: kernel(*prep.block(s, e)),
+            n_query,
+            _chunk_rows(n_db, chunk_size),
+            num_threads,
+        )
+
+    def compiled(start: int, stop: int) -> np.ndarray:
+        if tie_rule == "index":
+            return ap_kernels.index_ap(*prep.words(start, stop), k)
+        return _ap_from_histograms(*prep.histograms(start, stop, prep.bits + 1, True), k)
+
+    rows = _compiled_rows(n_query, chunk_size, num_threads)
+    return _map_chunks(compiled, n_query, rows, num_threads)
 
 
 def mean_average_precision(
@@ -232,6 +267,7 @@ def mean_average_precision(
     packed: bool = False,
     chunk_size: int | None = None,
     num_threads: int | None = None,
+    backend: Backend = "auto",
 ) -> float:
     """mAP@all (top_k None) or mAP@top_k: the mean of ``average_precision_per_query``."""
     aps = average_precision_per_query(
@@ -244,6 +280,7 @@ def mean_average_precision(
         packed=packed,
         chunk_size=chunk_size,
         num_threads=num_threads,
+        backend=backend,
     )
     return float(aps.mean())
 
@@ -342,14 +379,18 @@ def _radius_counts(
     prep: _Prepared, chunk_size: int | None, num_threads: int | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per query: relevant and all items within radius 0..bits (Q, bits+1), relevant total (Q,)."""
-    n_bins = prep.bits + 1
+    n_bins, n_db, n_query = prep.bits + 1, prep.db_words.shape[1], prep.query_words.shape[0]
+    compiled = _use_compiled("auto", n_db)
 
     def chunk(start: int, stop: int) -> np.ndarray:
-        counts, rel_counts = _histograms(*prep.block(start, stop), n_bins)
+        counts, rel_counts = prep.histograms(start, stop, n_bins, compiled)
         return np.stack([np.cumsum(rel_counts, axis=1), np.cumsum(counts, axis=1)], axis=1)
 
-    rows = _chunk_rows(prep.db_words.shape[1], chunk_size)
-    both = _map_chunks(chunk, prep.query_words.shape[0], rows, num_threads)
+    if compiled:
+        rows = _compiled_rows(n_query, chunk_size, num_threads)
+    else:
+        rows = _chunk_rows(n_db, chunk_size)
+    both = _map_chunks(chunk, n_query, rows, num_threads)
     return both[:, 0], both[:, 1], both[:, 0, -1]
 
 
@@ -422,33 +463,31 @@ def _ap_tie_index(dist: np.ndarray, rel: np.ndarray, k: int) -> np.ndarray:
     comparison sort. With t_i the 0-based rank of the i-th relevant item (i = 1..R_k) in that
     order, P@(t_i + 1) = i / (t_i + 1), so only the R_k relevant ranks are touched after the
     pass (the dense cumsum over all N ranks that this replaces cost as much as the pass).
+    The terms and their summation order are those of the compiled kernel (``ap_kernels``), so
+    both paths give the same bits.
     """
-    n_db = dist.shape[1]
-    inverse_rank, counting = _rank_tables(n_db)
+    counting = _rank_table(dist.shape[1])
     out = np.zeros(dist.shape[0])
     for row in range(dist.shape[0]):
         order = np.argsort(dist[row], kind="stable")  # radix (counting) sort for small uints
         ranks = np.flatnonzero(rel[row][order[:k]])  # t_i, ascending
         if len(ranks):
-            # sum_i i / (t_i + 1). einsum, not np.dot: a threaded BLAS call from our worker
-            # threads oversubscribes the cores (10x slower).
-            terms = inverse_rank[ranks]
-            out[row] = np.einsum("i,i->", terms, counting[: len(ranks)]) / len(ranks)
+            terms = counting[: len(ranks)] / counting[ranks]  # i / (t_i + 1)
+            out[row] = ap_kernels.ordered_sum(terms) / len(ranks)
     return out
 
 
-_RANK_TABLES: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+_RANK_TABLES: dict[int, np.ndarray] = {}
 
 
-def _rank_tables(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(1 / (t + 1), t + 1) for t in 0..n-1, float64, cached for the last database size."""
-    tables = _RANK_TABLES.get(n)
-    if tables is None:
-        counting = np.arange(1, n + 1, dtype=np.float64)
-        tables = (1.0 / counting, counting)
+def _rank_table(n: int) -> np.ndarray:
+    """t + 1 for t in 0..n-1, float64 (n,), cached for the last database size."""
+    table = _RANK_TABLES.get(n)
+    if table is None:
+        table = np.arange(1, n + 1, dtype=np.float64)
         _RANK_TABLES.clear()  # one database size at a time: bounded memory
-        _RANK_TABLES[n] = tables
-    return tables
+        _RANK_TABLES[n] = table
+    return table
 
 
 def _ap_tie_average(dist: np.ndarray, rel: np.ndarray, k: int, n_bins: int) -> np.ndarray:
@@ -466,7 +505,11 @@ def _ap_tie_average(dist: np.ndarray, rel: np.ndarray, k: int, n_bins: int) -> n
     rank k, R_k is fixed and this is exactly the expected index-rule AP@k; when a group
     straddles k it is the ratio of the two expectations.
     """
-    counts, rel_counts = _histograms(dist, rel, n_bins)
+    return _ap_from_histograms(*_histograms(dist, rel, n_bins), k)
+
+
+def _ap_from_histograms(counts: np.ndarray, rel_counts: np.ndarray, k: int) -> np.ndarray:
+    """``_ap_tie_average`` from items and relevant items per distance, int64 (n, n_bins)."""
     before = np.cumsum(counts, axis=1) - counts
     rel_before = np.cumsum(rel_counts, axis=1) - rel_counts
     taken = np.clip(k - before, 0, counts)
@@ -582,6 +625,29 @@ def _check_top_k(top_k: int | None, n_db: int) -> int:
     if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
         raise ValueError(f"top_k must be None or a positive int, got {top_k!r}")
     return min(int(top_k), n_db)
+
+
+def _use_compiled(backend: str, n_db: int) -> bool:
+    """Whether to run the compiled kernels; "numba" raises where they cannot run."""
+    if backend not in ("auto", "numpy", "numba"):
+        raise ValueError(f"backend must be 'auto', 'numpy' or 'numba', got {backend!r}")
+    if backend == "numpy":
+        return False
+    fits = n_db <= ap_kernels.MAX_ITEMS
+    if backend == "numba":
+        if not fits:
+            raise ValueError(f"the compiled kernels take at most {ap_kernels.MAX_ITEMS} items")
+        ap_kernels.require()
+        return True
+    return fits and ap_kernels.available()
+
+
+def _compiled_rows(n_query: int, chunk_size: int | None, num_threads: int | None) -> int:
+    """Query rows per chunk on the compiled path: chunk_size, else 8 chunks per thread."""
+    if chunk_size is not None:
+        return _chunk_rows(1, chunk_size)
+    chunks = _COMPILED_CHUNKS_PER_THREAD * _thread_count(num_threads, n_query)
+    return max(1, -(-n_query // chunks))
 
 
 def _chunk_rows(n_db: int, chunk_size: int | None) -> int:

@@ -541,3 +541,34 @@ def test_keras_file_round_trip_restores_both_optimizers(tmp_path):
                                model.encode_text(inputs["text"]), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(loaded.encode_image(inputs["image"]),
                                model.encode_image(inputs["image"]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("view", ["attended", "whole", "residual"])
+def test_retrieval_view_reads_the_features_it_names(view):
+    """H = D(Z * f) (the paper's), D(f) or D((1 + Z) * f); the unattended codes are always
+    D((1 - Z) * f), and encode_image/encode_text give the training forward's codes."""
+    model = build_model(tiny_config(retrieval_view=view), IMAGE_SHAPE, TEXT_DIM)
+    inputs, _ = make_batch()
+    outputs = model(inputs)
+    for modality, encoder, attention, head, encode in (
+        ("image", model.image_encoder, model.image_attention, model.image_head,
+         model.encode_image),
+        ("text", model.text_encoder, model.text_attention, model.text_head, model.encode_text),
+    ):
+        features = encoder(inputs[modality]).numpy()
+        mask = attention(features)[2].numpy()
+        if mask.ndim < features.ndim:
+            mask = mask[..., None]  # a spatial mask covers every channel
+        read = {"attended": mask * features, "whole": features,
+                "residual": (1.0 + mask) * features}[view]
+        np.testing.assert_allclose(outputs[f"{modality}_codes"], head(read), atol=1e-5)
+        np.testing.assert_allclose(outputs[f"{modality}_unattended_codes"],
+                                   head((1.0 - mask) * features), atol=1e-5)
+        np.testing.assert_allclose(encode(inputs[modality]), head(read), atol=1e-5)
+
+
+def test_retrieval_view_survives_get_config():
+    model = build_model(tiny_config(retrieval_view="residual"), IMAGE_SHAPE, TEXT_DIM)
+    assert DAAH.from_config(model.get_config()).retrieval_view == "residual"
+    with pytest.raises(ValueError, match="retrieval_view"):
+        build_model(tiny_config(retrieval_view="sideways"), IMAGE_SHAPE, TEXT_DIM)

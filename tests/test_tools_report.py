@@ -2,8 +2,9 @@
 
     .venv/bin/python -m pytest -q tests/test_tools_report.py
 
-One report invocation (synthetic, 16 bits, daah and dcmh, smoke-sized through --extra_flags)
-trains the two runs once per module; visualize_attention reuses its daah run.
+One report invocation (synthetic, 16 bits, seeds 0 and 1, daah, dcmh and the linear floor,
+smoke-sized through --extra_flags) trains the four runs once per module; visualize_attention
+reuses a daah run.
 """
 
 import contextlib
@@ -21,13 +22,15 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
 
 import report  # noqa: E402
+import report_seeds  # noqa: E402
 import visualize_attention  # noqa: E402
 
 SMOKE = os.path.join(REPO_ROOT, "flags", "smoke.cfg")
 
 
 def _report_args(root):
-    return ["--dataset=synthetic", "--bits=16", "--methods=daah,dcmh", "--epochs=1",
+    return ["--dataset=synthetic", "--bits=16", "--seeds=0,1", "--methods=daah,dcmh,floor",
+            "--epochs=1",
             f"--extra_flags=--flagfile={SMOKE}", f"--runs_dir={root / 'runs'}",
             f"--out={root / 'report.md'}"]
 
@@ -49,22 +52,38 @@ def smoke_report(tmp_path_factory):
     return root, output
 
 
-def test_report_writes_table_and_pr_figure(smoke_report):
+def _rows(text, section):
+    table = text.split(f"## {section}")[1].split("\n## ")[0]
+    return [line for line in table.splitlines() if line.startswith("| ")]
+
+
+def test_report_writes_mean_std_table_floor_and_pr_figure(smoke_report):
     root, output = smoke_report
-    assert output.count("training into") == 2
+    assert output.count("training into") == 4  # 2 methods x 2 seeds
+    assert output.count("ridge + projection") == 2  # the floor of each seed's daah run
     text = (root / "report.md").read_text()
-    table = text.split("## mAP@all")[1].split("\n## ")[0]
-    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    rows = _rows(text, "mAP@all")
     assert rows[0] == "| method | 16 bits I->T | 16 bits T->I |"
     assert [r.split("|")[1].strip() for r in rows[1:]] == [
-        "DAAH (`daah`)", "DCMH-style loss, no attention (`dcmh`)", "chance (random ranking)"]
-    for row in rows[1:]:
-        values = [float(v) for v in row.strip("|").split("|")[1:]]
-        assert all(0.0 <= v <= 1.0 for v in values), row
-    # The synthetic dataset has object boxes: the attention method gets its IoU row.
-    assert "| DAAH (`daah`) | 16 |" in text
+        "DAAH (`daah`)", "DCMH-style loss, no attention (`dcmh`)",
+        "linear floor: ridge + projection + sign, on the DAAH run's inputs (`floor`)",
+        "chance (random ranking)"]
+    for row in rows[1:4]:  # mean ± std over the two seeds, each in [0, 1]
+        for cell in row.strip("|").split("|")[1:]:
+            mean, std = (float(v) for v in cell.split("±"))
+            assert 0.0 <= mean <= 1.0 and 0.0 <= std <= 1.0, row
+    # Synthetic data is drawn from the seed: the report says the splits differ.
+    assert "splits differ between seeds" in text
+    # Attended shares for daah (both modalities), bit balances, IoU with the object boxes.
+    diagnostics = {r.split("|")[1].strip(): r for r in _rows(text, "Attention and codes")[1:]}
+    daah = diagnostics["DAAH (`daah`)"].strip("|").split("|")
+    assert len(daah) == 8 and all("±" in v for v in daah[2:]), daah
+    assert "`floor`" not in "".join(diagnostics)
     assert "![PR curves at 16 bits](report_pr.png)" in text
-    assert "--loss=dcmh --attention=none" in text  # the cell's train command is in the report
+    assert "--loss=dcmh --attention=none --seed=1" in text  # the cells' train commands
+    for seed in (0, 1):
+        assert (root / "runs" / "synthetic" / "daah_16bit" / f"seed{seed}" /
+                "linear_floor.json").exists()
     png = (root / "report_pr.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
@@ -78,7 +97,8 @@ def test_report_second_invocation_reuses_runs(smoke_report):
     before = files()
     status, output, _ = _run_report(_report_args(root))
     assert status == 0, output
-    assert output.count("reusing") == 4, output  # two runs and two cached PR curves
+    # four runs, two floors and the two cached PR curves (seed 0)
+    assert output.count("reusing") == 8, output
     assert "training into" not in output
     # Reuse means no run was touched (what a timing bound stood for, without the clock).
     assert files() == before
@@ -93,19 +113,54 @@ def test_report_rejects_unknown_method(tmp_path, capsys):
 
 def test_train_command_order_keeps_cell_flags_last():
     args = report.parse_args(["--dataset=synthetic", "--bits=32", "--epochs=3",
-                              "--extra_flags=--bits=8 --epochs=99"])
-    command = report.train_command(args, "no_attention", 32)
+                              "--extra_flags=--bits=8 --epochs=99 --seed=5"])
+    command = report.train_command(args, "no_attention", 32, 2)
     assert command[3].endswith(os.path.join("flags", "demo.cfg"))
     # absl keeps a flag's last value: the cell's bits and epochs win over --extra_flags.
     assert command.index("--bits=32") > command.index("--bits=8")
     assert command.index("--epochs=3") > command.index("--epochs=99")
+    assert command.index("--seed=2") > command.index("--seed=5")
     assert "--attention=none" in command
+    assert command[-1].endswith(os.path.join("synthetic", "no_attention_32bit", "seed2"))
+
+
+def test_folder_dataset_uses_its_named_flagfile():
+    args = report.parse_args(["--dataset=folder", "--name=fashion9k", "--data_dir=x",
+                              "--bits=64", "--methods=daah,floor"])
+    assert args.seeds == [0, 1, 2]
+    command = report.train_command(args, "daah", 64, 0)
+    assert command[3].endswith(os.path.join("flags", "fashion9k_64bit.cfg"))
+    with open(command[3][len("--flagfile="):]) as stream:
+        lines = stream.read().splitlines()
+    assert lines[0].startswith("# python -m daah_tf.train --flagfile=flags/fashion9k_64bit.cfg")
+    settings = {line.split("=")[0] for line in lines if line.startswith("--")}
+    # data, bits, epochs and batch size only: no method setting per dataset
+    assert settings <= {"--dataset", "--bits", "--epochs", "--batch_size", "--model_dir"}
+
+
+def test_floor_needs_daah_and_seeds_are_integers(tmp_path, capsys):
+    assert report.main(["--methods=dcmh,floor", f"--runs_dir={tmp_path}"]) == 2
+    assert report.main(["--seeds=0,x", f"--runs_dir={tmp_path}"]) == 2
+    assert "floor" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_last_epoch_statistics_skips_validation_values(tmp_path):
+    (tmp_path / "train.log").write_text(
+        "1/1 - attended_fraction_image: 0.5000 - val_attended_fraction_image: 0.9\n"
+        "1/1 - attended_fraction_image: 0.2500 - bit_balance_text: 1.0000e-01 - "
+        "val_attended_fraction_image: 0.8\n")
+    found = report_seeds.last_epoch_statistics(str(tmp_path), {"bit_balance_image": 0.3})
+    assert found == {"attended_fraction_image": 0.25, "bit_balance_text": 0.1,
+                     "bit_balance_image": 0.3}
+    assert report_seeds.fmt_mean_std([0.2, 0.4], 2) == "0.3000 ± 0.1414"
+    assert report_seeds.fmt_mean_std([0.2, None], 2) == "0.2000 (n=1)"
 
 
 def test_visualize_attention_png_has_one_row_per_example(smoke_report, tmp_path):
     from PIL import Image
 
-    model_dir = smoke_report[0] / "runs" / "synthetic" / "daah_16bit"
+    model_dir = smoke_report[0] / "runs" / "synthetic" / "daah_16bit" / "seed0"
     out = tmp_path / "attention.png"
     assert visualize_attention.main([f"--model_dir={model_dir}", "--num=3", f"--out={out}"]) == 0
     with Image.open(out) as image:
@@ -118,7 +173,7 @@ def test_visualize_attention_png_has_one_row_per_example(smoke_report, tmp_path)
 
 
 def test_word_scores_in_unit_interval(smoke_report):
-    model_dir = smoke_report[0] / "runs" / "synthetic" / "daah_16bit"
+    model_dir = smoke_report[0] / "runs" / "synthetic" / "daah_16bit" / "seed0"
     example = visualize_attention.load_examples(str(model_dir), 4, words=5)
     assert len(example["rows"]) == 4 and example["image_mask"].shape[0] == 4
     scores = example["word_scores"]

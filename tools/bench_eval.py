@@ -9,9 +9,13 @@ Prints a table (name, seconds, result) and then, as its last lines:
                                      per-query loop (one thread too): the like-for-like number
     map_speedup_vs_loop=<x> threads=<n>   the same with metrics' default threads (CPU count,
                                      at most 4) against the one-thread loop
-    nuswide_scale_seconds=<s> peak_rss_mb=<m>   2,100 x 193,734 x 64 bits (own subprocess;
-                                     its first 100 queries also by the reference loop, 1e-9)
-    million_db_seconds=<s> peak_rss_mb=<m>      200 x 1,000,000 x 64 bits (own subprocess)
+    nuswide_scale_seconds=<s> backend=<b> numpy_seconds=<s> ratio=<x> peak_rss_mb=<m>
+                                     2,100 x 193,734 x 64 bits (own subprocess): metrics'
+                                     default backend (numba's compiled kernels where numba
+                                     imports) and the NumPy path, interleaved repeats in one
+                                     process, medians; both give the same AP bits (checked),
+                                     and the first 100 queries match the reference loop (1e-9)
+    million_db_seconds=<s> ...       the same for 200 x 1,000,000 x 64 bits
     search_qps_ratio_vs_faiss=<x>    top-100 of 1,000 queries in 200,000 codes, vs raw faiss
 Data are synthetic: multi-hot labels, codes = sign(labels @ label_codes + noise).
 """
@@ -40,7 +44,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from daah_tf import metrics  # noqa: E402
+from daah_tf import ap_kernels, metrics  # noqa: E402
 from daah_tf.index import HammingIndex  # noqa: E402
 
 BITS = 64
@@ -105,45 +109,79 @@ def bench_map(rows: list[tuple[str, float, str]], repeats: int) -> tuple[float, 
     ours_s, ours_map = timed(lambda: metrics.mean_average_precision(*data), max(repeats, 5))
     one_s, one_map = timed(lambda: metrics.mean_average_precision(*data, num_threads=1), 5)
     avg_s, avg_map = timed(lambda: metrics.mean_average_precision(*data, tie_rule="average"), 5)
+    np_s, np_map = timed(lambda: metrics.mean_average_precision(*data, backend="numpy"), 5)
     assert abs(ours_map - loop_map) <= 1e-6 and abs(one_map - loop_map) <= 1e-6
+    assert np_map == ours_map
     rows += [
         ("mirflickr mAP@all per-query loop", loop_s, f"{loop_map:.6f}"),
-        ("mirflickr mAP@all metrics (index)", ours_s, f"{ours_map:.6f}"),
+        (f"mirflickr mAP@all metrics (index, {_backend()})", ours_s, f"{ours_map:.6f}"),
         ("mirflickr mAP@all metrics (1 thread)", one_s, f"{one_map:.6f}"),
         ("mirflickr mAP@all metrics (average)", avg_s, f"{avg_map:.6f}"),
+        ("mirflickr mAP@all metrics (index, numpy path)", np_s, f"{np_map:.6f}"),
     ]
     return loop_s / one_s, loop_s / ours_s
 
 
-def nuswide_child(n_query: int = 2_100, n_db: int = 193_734, check: int = 100) -> None:
-    """Runs in its own process, so that peak RSS is that of this part alone. The first
-    `check` queries are also ranked by the reference loop: their mAP must agree to 1e-9."""
+def _backend() -> str:
+    """The backend metrics uses by default here: "numba" where it imports, else "numpy"."""
+    return "numba" if ap_kernels.available() else "numpy"
+
+
+def nuswide_child(
+    n_query: int = 2_100, n_db: int = 193_734, check: int = 100, repeats: int = 3
+) -> None:
+    """Runs in its own process, so that peak RSS is that of this part alone (both backends).
+
+    The default backend and the NumPy path run alternately (which goes first alternates too, so
+    drifts in machine load hit both alike), after one small warm-up call each (numba loads its
+    compiled kernels from its cache there). Both must give the same AP array, bit for bit. The
+    first `check` queries are also ranked by the reference loop: their mAP must agree to 1e-9.
+    """
     data = make_dataset(n_query, n_db, 21, seed=1)
-    start = time.perf_counter()
-    value = metrics.mean_average_precision(*data)
-    seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     q, d, ql, dl = data
+    for backend in ("auto", "numpy"):
+        metrics.average_precision_per_query(q[:2], d, ql[:2], dl, backend=backend)
+    times: dict[str, list[float]] = {"auto": [], "numpy": []}
+    aps: dict[str, np.ndarray] = {}
+    for rep in range(repeats):
+        for backend in ("auto", "numpy") if rep % 2 == 0 else ("numpy", "auto"):
+            start = time.perf_counter()
+            aps[backend] = metrics.average_precision_per_query(*data, backend=backend)
+            times[backend].append(time.perf_counter() - start)
+    assert np.array_equal(aps["auto"], aps["numpy"])
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     ours = metrics.mean_average_precision(q[:check], d, ql[:check], dl)
     reference = reference_map_loop(q[:check], d, ql[:check], dl)
     assert abs(ours - reference) <= 1e-9, (ours, reference)
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb, "map": value,
-                      "reference_diff": abs(ours - reference)}))
+    seconds, numpy_seconds = statistics.median(times["auto"]), statistics.median(times["numpy"])
+    print(json.dumps({"seconds": seconds, "numpy_seconds": numpy_seconds,
+                      "backend": _backend(), "times": times, "peak_rss_mb": peak_mb,
+                      "map": float(aps["auto"].mean()), "reference_diff": abs(ours - reference)}))
 
 
 def bench_nuswide(
-    rows: list[tuple[str, float, str]], part: str = "nuswide"
-) -> tuple[float, float]:
+    rows: list[tuple[str, float, str]], part: str = "nuswide", repeats: int = 3
+) -> str:
+    """Runs one at-scale part in a subprocess; returns its summary line."""
     out = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--part", part],
+        [sys.executable, os.path.abspath(__file__), "--part", part, "--repeats", str(repeats)],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
     result = json.loads(out.strip().splitlines()[-1])
-    name = "nuswide" if part == "nuswide" else "1M-item database, 200 queries,"
-    rows.append((f"{name} mAP@all metrics (index)", result["seconds"], f"{result['map']:.6f}"))
-    return result["seconds"], result["peak_rss_mb"]
+    name = "nuswide" if part == "nuswide" else "1M db, 200 queries,"
+    rows += [
+        (f"{name} mAP@all ({result['backend']})", result["seconds"], f"{result['map']:.6f}"),
+        (f"{name} mAP@all (numpy path)", result["numpy_seconds"], "same bits"),
+    ]
+    key = "nuswide_scale_seconds" if part == "nuswide" else "million_db_seconds"
+    spread = {b: "/".join(f"{t:.2f}" for t in ts) for b, ts in result["times"].items()}
+    return (f"{key}={result['seconds']:.2f} backend={result['backend']} "
+            f"numpy_seconds={result['numpy_seconds']:.2f} "
+            f"ratio={result['numpy_seconds'] / result['seconds']:.2f} "
+            f"peak_rss_mb={result['peak_rss_mb']:.0f} "
+            f"runs_s(auto={spread['auto']}; numpy={spread['numpy']})")
 
 
 def bench_search(rows: list[tuple[str, float, str]], repeats: int) -> float | None:
@@ -188,32 +226,32 @@ def main() -> None:
                         help="eval: only the two mAP@all-at-scale parts")
     args = parser.parse_args()
     if args.part == "nuswide":
-        nuswide_child()
+        nuswide_child(repeats=args.repeats)
         return
     if args.part == "million":
-        nuswide_child(200, 1_000_000, check=20)
+        nuswide_child(200, 1_000_000, check=20, repeats=args.repeats)
         return
     if args.part == "eval":
         rows = []
-        nus_seconds, nus_rss = bench_nuswide(rows)
-        million_seconds, million_rss = bench_nuswide(rows, "million")
+        nus_line = bench_nuswide(rows, repeats=args.repeats)
+        million_line = bench_nuswide(rows, "million", args.repeats)
         for name, seconds, result in rows:
             print(f"{name:<48} {seconds:>9.3f}  {result}")
-        print(f"nuswide_scale_seconds={nus_seconds:.2f} peak_rss_mb={nus_rss:.0f}")
-        print(f"million_db_seconds={million_seconds:.2f} peak_rss_mb={million_rss:.0f}")
+        print(nus_line)
+        print(million_line)
         return
     rows: list[tuple[str, float, str]] = []
     same_threads, speedup = bench_map(rows, args.repeats)
-    nus_seconds, nus_rss = bench_nuswide(rows)
-    million_seconds, million_rss = bench_nuswide(rows, "million")
+    nus_line = bench_nuswide(rows, repeats=args.repeats)
+    million_line = bench_nuswide(rows, "million", args.repeats)
     qps_ratio = bench_search(rows, args.repeats)
     print(f"{'name':<48} {'seconds':>9}  result")
     for name, seconds, result in rows:
         print(f"{name:<48} {seconds:>9.3f}  {result}")
     print(f"map_speedup_vs_loop_1_thread={same_threads:.1f}")
     print(f"map_speedup_vs_loop={speedup:.1f} threads={min(os.cpu_count() or 1, 4)}")
-    print(f"nuswide_scale_seconds={nus_seconds:.2f} peak_rss_mb={nus_rss:.0f}")
-    print(f"million_db_seconds={million_seconds:.2f} peak_rss_mb={million_rss:.0f}")
+    print(nus_line)
+    print(million_line)
     if qps_ratio is None:
         print("search_qps_ratio_vs_faiss=nan (faiss not installed)")
     else:

@@ -1,26 +1,51 @@
-"""python tools/report.py --dataset=synthetic|wiki|... [--data_dir=DIR] --bits=16,32,64 \
-    --methods=daah,no_adversarial,no_attention,dcmh [--epochs=N] [--runs_dir=runs/report] \
-    [--out=report.md] [--figure=PNG] [--extra_flags="--flag=value ..."]
+"""python tools/report.py --dataset=synthetic|wiki|folder|... [--data_dir=DIR] [--name=NAME] \
+    --bits=16,32,64 --seeds=0,1,2 --methods=daah,no_adversarial,no_attention,dcmh,floor \
+    [--epochs=N] [--runs_dir=runs/report] [--out=report.md] [--figure=PNG] \
+    [--extra_flags="--flag=value ..."]
 
-Trains DAAH and its ablations on identical data, backbone and splits, and writes a Markdown
-report: a mAP@all table (rows: methods; columns: I->T and T->I per code length) with the chance
-level, for synthetic data the attention-mask / object-box IoU against random masks of the same
-size, and a precision-recall figure (Hamming radius 0..q) at the largest code length.
+Trains DAAH and its ablations on identical data, backbone and splits, once per seed, and writes
+a Markdown report: a mAP@all table (rows: methods; columns: I->T and T->I per code length; each
+cell the mean ± standard deviation over the seeds) with the chance level and the same-run linear
+floor; the last epoch's attended shares and bit balances, and for synthetic data the
+attention-mask / object-box IoU against random masks of the same size; and a precision-recall
+figure (Hamming radius 0..q) at the largest code length (first seed).
 
-Each (method, bits) cell is one `python -m daah_tf.train` subprocess with
+The full comparison of the README's "Results" (hours on 2 CPU cores; every finished cell is
+reused by a rerun):
+
+    python tools/report.py --dataset=synthetic --bits=32 --out=report_synthetic.md
+    python tools/report.py --dataset=wiki --data_dir=../shared/data/wiki --bits=16,32,64 \
+        --out=report_wiki.md
+    python tools/report.py --dataset=folder --name=fashion9k \
+        --data_dir=../shared/data/fashion-9k --bits=64 --out=report_fashion9k.md
+
+Each (method, bits, seed) cell is one `python -m daah_tf.train` subprocess with
 
     --flagfile=<the dataset's flagfile> --verbose=2 <--extra_flags> <the method's flags>
-    --bits=B [--epochs=N] --model_dir=<runs_dir>/<dataset>/<method>_<B>bit [--data_dir=DIR]
+    --seed=S --bits=B [--epochs=N] --model_dir=<runs_dir>/<name>/<method>_<B>bit/seed<S>
+    [--data_dir=DIR]
 
 in that order (absl: the last value of a flag wins), so --extra_flags may change the data,
 model and schedule of every cell alike (e.g. --extra_flags="--flagfile=flags/smoke.cfg" for a
-run of seconds) but never a cell's method, bits, epochs or directory. The dataset's flagfile is
-flags/demo.cfg for synthetic and flags/<dataset>_<B>bit.cfg otherwise. A cell whose run
-directory already holds metrics.json is reused, not retrained, whatever flags it was trained
-with (the report says so, and lists each run's configured epochs; delete the directory or pick
-another --runs_dir to retrain); a cell with a run directory but no metrics.json (an interrupted
-run) is resumed by the train command.
+run of seconds) but never a cell's method, seed, bits, epochs or directory. NAME (--name,
+default: the dataset) names the run directories and the flagfile: flags/demo.cfg for synthetic,
+flags/<NAME>_<B>bit.cfg otherwise (flags/fashion9k_64bit.cfg for the folder data above). A cell
+whose run directory already holds metrics.json is reused, not retrained, whatever flags it was
+trained with (the report says so, and lists each run's configured epochs; delete the directory
+or pick another --runs_dir to retrain); a cell with a run directory but no metrics.json (an
+interrupted run) is resumed by the train command.
 Training output goes to <run dir>/train.log.
+
+What the seed changes (`--seed` of daah_tf.train): the weight initialisation, the batch order
+and the validation pairs carved from the training split. The query/database split of a dataset
+with a fixed protocol (wiki; a folder dataset whose rows name their split, as fashion-9k's do)
+does not change with it; synthetic data is drawn from the seed (data and split), and the
+random-protocol datasets (mirflickr25k, nuswide, folder rows without a split) draw their split
+from it. The report checks the runs' splits.json and says which case it saw.
+
+The `floor` pseudo-method is `tools/linear_floor.py` on the DAAH run of the same bits and seed
+(its splits and input features; ridge to the labels, random projection, sign): see
+tools/report_seeds.py, which also holds the mean ± std tables.
 
 The PR curves are computed here from codes: the run's best checkpoint (restore_model), the
 run's query and database splits (splits.json), `CodeEncoder` and
@@ -33,6 +58,7 @@ Methods:
     no_adversarial   --adversarial=false: attention at its random initialisation, no L_adv
     no_attention     --attention=none: codes from the whole features, no L_adv
     dcmh             --loss=dcmh --attention=none: the DCMH-style baseline objective
+    floor            the linear floor of the daah run of the same bits and seed (needs daah)
 """
 
 import argparse
@@ -54,6 +80,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+import report_seeds  # noqa: E402  (tools/; no TensorFlow behind it)
+from report_seeds import FLOOR  # noqa: E402
+
 from daah_tf.atomic import atomic_write_bytes  # noqa: E402  (no TensorFlow behind it)
 
 # name: (flags added to the train command, what the report calls it)
@@ -62,9 +91,9 @@ METHODS = {
     "no_adversarial": (("--adversarial=false",), "DAAH, no adversarial training"),
     "no_attention": (("--attention=none",), "DAAH, no attention"),
     "dcmh": (("--loss=dcmh", "--attention=none"), "DCMH-style loss, no attention"),
+    FLOOR: (None, "linear floor: ridge + projection + sign, on the DAAH run's inputs"),
 }
-# Which methods have an image attention whose mask can be scored against the object boxes.
-ATTENTION_METHODS = ("daah", "no_adversarial")
+LABELS = {name: label for name, (_, label) in METHODS.items()}
 DIRECTIONS = {"i2t": "I->T", "t2i": "T->I"}
 LOG_TAIL_LINES = 15
 
@@ -84,13 +113,18 @@ def parse_args(argv):
                         help="synthetic, wiki, mirflickr25k, nuswide, iaprtc12, folder")
     parser.add_argument("--data_dir", default="",
                         help="Folder of the dataset's files (every dataset but synthetic).")
+    parser.add_argument("--name", default=None,
+                        help="Names the run directories and the flagfile, "
+                             "flags/<NAME>_<bits>bit.cfg (default: the dataset).")
     parser.add_argument("--bits", default="16,32,64", help="Code lengths, comma-separated.")
+    parser.add_argument("--seeds", default="0,1,2",
+                        help="Seeds, comma-separated: each a separate run of every cell.")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"Comma-separated, of: {', '.join(METHODS)}.")
     parser.add_argument("--epochs", type=int, default=None,
                         help="Training epochs of every cell (default: the flagfile's).")
     parser.add_argument("--runs_dir", default=os.path.join("runs", "report"),
-                        help="Run directories go to RUNS_DIR/<dataset>/<method>_<bits>bit.")
+                        help="Run directories go to RUNS_DIR/<name>/<method>_<bits>bit/seed<S>.")
     parser.add_argument("--out", default="report.md", help="The Markdown report to write.")
     parser.add_argument("--figure", default=None,
                         help="The PR-curve PNG (default: next to --out, <out stem>_pr.png).")
@@ -108,6 +142,13 @@ def parse_args(argv):
     if unknown or not args.methods:
         raise ReportError(f"--methods: unknown {unknown or 'none given'}; "
                           f"choose from {', '.join(METHODS)}")
+    try:
+        args.seeds = report_seeds.parse_seeds(args.seeds)
+    except ValueError:
+        raise ReportError(f"--seeds takes integers >= 0, e.g. 0,1,2; got {args.seeds!r}") from None
+    if FLOOR in args.methods and "daah" not in args.methods:
+        raise ReportError("--methods: floor is computed on the daah runs; add daah")
+    args.name = args.name or args.dataset
     if args.epochs is not None and args.epochs < 1:
         raise ReportError(f"--epochs must be at least 1, got {args.epochs}")
     if args.dataset != "synthetic" and not args.data_dir:
@@ -122,27 +163,29 @@ def parse_args(argv):
     return args
 
 
-def flagfile_for(dataset, bits):
+def flagfile_for(dataset, bits, name=None):
     """The flagfile every cell of `dataset` starts from (absolute path); ReportError if none."""
-    name = "demo.cfg" if dataset == "synthetic" else f"{dataset}_{bits}bit.cfg"
-    path = os.path.join(REPO_ROOT, "flags", name)
+    name = name or dataset
+    file = "demo.cfg" if dataset == "synthetic" else f"{name}_{bits}bit.cfg"
+    path = os.path.join(REPO_ROOT, "flags", file)
     if not os.path.exists(path):
-        raise ReportError(f"no flagfile for --dataset={dataset} at {bits} bits: {path} is missing")
+        raise ReportError(f"no flagfile for --dataset={dataset} --name={name} at {bits} bits: "
+                          f"{path} is missing")
     return path
 
 
-def run_dir(args, method, bits):
-    return os.path.join(args.runs_dir, args.dataset, f"{method}_{bits}bit")
+def run_dir(args, method, bits, seed):
+    return os.path.join(args.runs_dir, args.name, f"{method}_{bits}bit", f"seed{seed}")
 
 
-def train_command(args, method, bits):
+def train_command(args, method, bits, seed):
     """The argv that trains one cell (see the module docstring for the order of flags)."""
-    flagfile = flagfile_for(args.dataset, bits)
+    flagfile = flagfile_for(args.dataset, bits, args.name)
     command = [sys.executable, "-m", "daah_tf.train", f"--flagfile={flagfile}", "--verbose=2",
-               *args.extra_flags, *METHODS[method][0], f"--bits={bits}"]
+               *args.extra_flags, *METHODS[method][0], f"--seed={seed}", f"--bits={bits}"]
     if args.epochs is not None:
         command.append(f"--epochs={args.epochs}")
-    command.append(f"--model_dir={run_dir(args, method, bits)}")
+    command.append(f"--model_dir={run_dir(args, method, bits, seed)}")
     if args.data_dir:
         command.append(f"--data_dir={args.data_dir}")
     return command
@@ -173,19 +216,20 @@ def _tail(path, lines=LOG_TAIL_LINES):
         return ""
 
 
-def run_cell(args, method, bits, position, total, print_fn=print):
+def run_cell(args, method, bits, seed, position, total, print_fn=print):
     """Trains one cell, or reuses its finished run.
 
-    Returns a dict: method, bits, model_dir, command (str), status ("reused", "trained" or
-    "failed"), metrics (dict or None), config (the run's config.json dict or None), seconds.
+    Returns a dict: method, bits, seed, model_dir, command (str), status ("reused", "trained"
+    or "failed"), metrics (dict or None), config (the run's config.json dict or None),
+    statistics (last-epoch attended shares and bit balances), seconds.
     """
-    model_dir = run_dir(args, method, bits)
-    command = train_command(args, method, bits)
-    cell = {"method": method, "bits": bits, "model_dir": model_dir,
+    model_dir = run_dir(args, method, bits, seed)
+    command = train_command(args, method, bits, seed)
+    cell = {"method": method, "bits": bits, "seed": seed, "model_dir": model_dir,
             "command": display_command(command), "metrics": None, "config": None,
-            "seconds": 0.0}
+            "statistics": {}, "seconds": 0.0}
     metrics_path = os.path.join(model_dir, "metrics.json")
-    label = f"[{position}/{total}] {method} {bits} bits"
+    label = f"[{position}/{total}] {method} {bits} bits seed {seed}"
     if os.path.exists(metrics_path):
         cell["status"] = "reused"
         print_fn(f"{label}: reusing {model_dir} (metrics.json exists; not retrained)")
@@ -213,6 +257,7 @@ def run_cell(args, method, bits, position, total, print_fn=print):
     cell["metrics"] = _read_json(metrics_path)
     config_path = os.path.join(model_dir, "config.json")
     cell["config"] = _read_json(config_path) if os.path.exists(config_path) else None
+    cell["statistics"] = report_seeds.last_epoch_statistics(model_dir, cell["metrics"])
     epochs = _configured_epochs(cell)
     if cell["status"] == "reused" and args.epochs is not None and epochs != args.epochs:
         print_fn(f"{label}: note: the reused run was configured for {epochs} epochs, not "
@@ -296,7 +341,9 @@ def pr_curves_for(cells, cache_path, print_fn=print):
     for cell in cells:
         if cell["metrics"] is None:
             continue
-        name = os.path.basename(cell["model_dir"])
+        # <method>_<B>bit/seed<S>: unique within the cache's folder.
+        name = os.path.relpath(cell["model_dir"],
+                               os.path.dirname(os.path.dirname(cell["model_dir"])))
         stamp = _metrics_stamp(cell["model_dir"])
         entry = cache.get(name)
         if entry is None or entry.get("stamp") != stamp:
@@ -376,49 +423,19 @@ def _cell_map(cells, method, bits, key):
     return None
 
 
-def map_table(cells, methods, bits_list):
-    """Markdown lines: rows methods (and chance), columns I->T and T->I per code length."""
-    header = "| method | " + " | ".join(f"{b} bits {label}" for b in bits_list
-                                         for label in DIRECTIONS.values()) + " |"
-    lines = [header, "|---|" + "---:|" * (2 * len(bits_list))]
-    for method in methods:
-        values = [_fmt(_cell_map(cells, method, b, f"{d}_map")) for b in bits_list
-                  for d in DIRECTIONS]
-        lines.append(f"| {METHODS[method][1]} (`{method}`) | " + " | ".join(values) + " |")
-    chance = []
-    for b in bits_list:
-        value = next((_cell_map(cells, m, b, "chance_map") for m in methods
-                      if _cell_map(cells, m, b, "chance_map") is not None), None)
-        chance += [_fmt(value)] * 2
-    lines.append("| chance (random ranking) | " + " | ".join(chance) + " |")
-    return lines
-
-
-def iou_table(cells):
-    """Markdown lines: mask/object IoU of the attention methods against random masks."""
-    lines = ["| method | bits | mask IoU | random mask of the same size | ratio |",
-             "|---|---:|---:|---:|---:|"]
-    rows = 0
-    for cell in cells:
-        metrics = cell["metrics"] or {}
-        if cell["method"] not in ATTENTION_METHODS or "mask_iou" not in metrics:
-            continue
-        iou, random_iou = metrics["mask_iou"], metrics["random_mask_iou"]
-        ratio = f"{iou / random_iou:.1f}x" if random_iou else "n/a"
-        lines.append(f"| {METHODS[cell['method']][1]} (`{cell['method']}`) | {cell['bits']} | "
-                     f"{iou:.3f} | {random_iou:.3f} | {ratio} |")
-        rows += 1
-    return lines if rows else []
-
-
 def runs_table(cells):
-    lines = ["| method | bits | run directory | epochs (configured / trained) | best epoch | "
-             "status | seconds (metrics.json) |", "|---|---:|---|---|---:|---|---:|"]
+    lines = ["| method | bits | seed | run directory | epochs (configured / trained) | "
+             "best epoch | status | seconds (metrics.json) |",
+             "|---|---:|---:|---|---|---:|---|---:|"]
     for cell in cells:
         metrics = cell["metrics"] or {}
         seconds = metrics.get("seconds")
+        if cell["method"] == FLOOR:
+            lines.append(f"| `floor` | {cell['bits']} | {cell['seed']} | `{cell['model_dir']}` "
+                         f"(linear_floor.json) | - | - | {cell['status']} | - |")
+            continue
         lines.append(
-            f"| `{cell['method']}` | {cell['bits']} | `{cell['model_dir']}` | "
+            f"| `{cell['method']}` | {cell['bits']} | {cell['seed']} | `{cell['model_dir']}` | "
             f"{_configured_epochs(cell) or 'n/a'} / {metrics.get('epochs_trained', 'n/a')} | "
             f"{metrics.get('best_epoch', 'n/a')} | {cell['status']} | "
             f"{'n/a' if seconds is None else f'{seconds:.0f}'} |")
@@ -428,11 +445,14 @@ def runs_table(cells):
 def report_markdown(args, cells, command_line, figure_path, started_at):
     """The report's text."""
     bits_list, methods = args.bits, args.methods
-    first = next((c for c in cells if c["metrics"]), None)
-    lines = [f"# DAAH ablation report: {args.dataset}", "",
+    first = next((c for c in cells if c["metrics"] and c["method"] != FLOOR), None)
+    name = args.name if args.name == args.dataset else f"{args.name} ({args.dataset})"
+    lines = [f"# DAAH ablation report: {name}", "",
              f"- date: {started_at}",
              f"- command: `{command_line}`",
-             f"- runs: `{os.path.join(args.runs_dir, args.dataset)}`"
+             f"- seeds: {', '.join(str(s) for s in args.seeds)} (each a separate run; tables: "
+             "mean ± sample standard deviation over the seeds)",
+             f"- runs: `{os.path.join(args.runs_dir, args.name)}`"
              + (f", data: `{args.data_dir}`" if args.data_dir else ""),
              f"- epochs: {args.epochs if args.epochs is not None else 'the flagfile default'}"
              + _epochs_note(cells)]
@@ -442,24 +462,29 @@ def report_markdown(args, cells, command_line, figure_path, started_at):
                      f"{metrics['num_database']}; model selection on the validation split "
                      "carved from the training pairs")
     lines += ["", "## mAP@all (Hamming ranking, query vs database)", ""]
-    lines += map_table(cells, methods, bits_list)
+    lines += report_seeds.map_table(cells, methods, bits_list, LABELS, args.seeds, DIRECTIONS)
     lines += ["", "Chance is the mAP of a random ranking (the mean share of relevant database "
-              "items per query)."]
-    ious = iou_table(cells)
-    if ious:
-        lines += ["", "## Does the attention find the object?", "",
-                  "Mean IoU, over the query images, between the attended cells of the image mask "
-                  "(upsampled to pixels) and the union of the object boxes, against random masks "
-                  "with as many attended cells per image. `no_adversarial` keeps the attention "
-                  "layer at its random initial weights (its mask still moves as the encoder it "
-                  "scores learns): the control without the adversarial game.", ""]
-        lines += ious
+              "items per query). The floor is `tools/linear_floor.py` on each seed's DAAH run "
+              "(same splits and input features, projection seeded by the run's seed)."]
+    split_note = report_seeds.split_note(cells)
+    if split_note:
+        lines += ["", split_note]
+    lines += ["", "## Attention and codes at the last epoch", "",
+              "Share of attended image and text feature dimensions (cells) and bit balance (mean "
+              "over bits of |batch mean of sign(H)|: 0 balanced, 1 constant codes), training "
+              "batches of the last epoch. Where the dataset has object boxes: mean IoU, over "
+              "the query images, between the attended cells of the image mask (upsampled to "
+              "pixels) and the union of the object boxes, against random masks with as many "
+              "attended cells. `no_adversarial` keeps the attention layer at its random initial "
+              "weights: the control without the adversarial game.", ""]
+    lines += report_seeds.diagnostics_table(cells, methods, bits_list, LABELS, args.seeds)
     largest = max(bits_list)
     if figure_path:
         relative = os.path.relpath(figure_path, os.path.dirname(os.path.abspath(args.out)))
         lines += ["", f"## Precision-recall at {largest} bits", "",
                   f"![PR curves at {largest} bits]({relative})", "",
-                  "Precision and recall of retrieving everything within Hamming radius r, "
+                  f"Seed {args.seeds[0]}'s runs. Precision and recall of retrieving everything "
+                  "within Hamming radius r, "
                   f"r = 0..{largest}, mean over queries (precision over the queries that "
                   "retrieve something at that radius)."]
     lines += ["", "## Runs", ""] + runs_table(cells)
@@ -484,28 +509,33 @@ def main(argv=None):
     try:
         args = parse_args(argv)
         for bits in args.bits:
-            flagfile_for(args.dataset, bits)  # every flagfile exists before anything trains
+            flagfile_for(args.dataset, bits, args.name)  # every one exists before any training
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     started_at = datetime.datetime.now().astimezone().strftime("%a %d %b %Y %H:%M:%S %Z")
     command_line = shlex.join(["python", "tools/report.py", *argv])
-    grid = [(m, b) for b in args.bits for m in args.methods]
-    cells = [run_cell(args, method, bits, position, len(grid))
-             for position, (method, bits) in enumerate(grid, 1)]
+    trained = [m for m in args.methods if m != FLOOR]
+    grid = [(m, b, s) for b in args.bits for s in args.seeds for m in trained]
+    cells = [run_cell(args, method, bits, seed, position, len(grid))
+             for position, (method, bits, seed) in enumerate(grid, 1)]
+    if FLOOR in args.methods:
+        cells += [report_seeds.floor_cell(c) for c in list(cells) if c["method"] == "daah"]
     largest = max(args.bits)
-    cache_path = os.path.join(args.runs_dir, args.dataset, "pr_curves.json")
-    curves = pr_curves_for([c for c in cells if c["bits"] == largest], cache_path)
+    cache_path = os.path.join(args.runs_dir, args.name, "pr_curves.json")
+    curves = pr_curves_for([c for c in cells if c["bits"] == largest and c["method"] != FLOOR
+                            and c["seed"] == args.seeds[0]], cache_path)
     figure_path = None
     if curves:
-        chance = next((_cell_map(cells, m, largest, "chance_map") for m in args.methods
+        chance = next((_cell_map(cells, m, largest, "chance_map") for m in trained
                        if _cell_map(cells, m, largest, "chance_map") is not None), None)
-        figure_path = plot_pr_curves(curves, args.methods, args.dataset, largest, args.figure,
+        figure_path = plot_pr_curves(curves, trained, args.name, largest, args.figure,
                                      chance)
     text = report_markdown(args, cells, command_line, figure_path, started_at)
     atomic_write_bytes(args.out, text.encode())
     print(f"Wrote {args.out}" + (f" and {figure_path}" if figure_path else ""))
-    failed = [f"{c['method']}_{c['bits']}bit" for c in cells if c["status"] == "failed"]
+    failed = [f"{c['method']}_{c['bits']}bit/seed{c['seed']}" for c in cells
+              if c["status"] == "failed"]
     if failed:
         print(f"error: {len(failed)} cell(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ LOSSES = ("daah", "dcmh")
 NONFINITE_POLICIES = ("stop", "skip_batch")
 ATTENTION_GRADIENTS = ("unattended", "both")
 ATTENTION_OBJECTIVES = ("adversarial_retrieval", "adversarial")
+RETRIEVAL_VIEWS = ("attended", "whole", "residual")
 
 # Order of the metrics in the progress bar and in TensorBoard.
 LOSS_TERMS = (
@@ -110,9 +111,14 @@ class DAAH(keras.Model):
         loss="daah",
         dcmh_weights=(1.0, 1.0),
         attention_objective="adversarial_retrieval",
+        retrieval_view="attended",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if retrieval_view not in RETRIEVAL_VIEWS:
+            raise ValueError(f"retrieval_view must be one of {RETRIEVAL_VIEWS}, "
+                             f"got {retrieval_view!r}")
+        self.retrieval_view = retrieval_view
         if attention_objective not in ATTENTION_OBJECTIVES:
             raise ValueError(f"attention_objective must be one of {ATTENTION_OBJECTIVES}, "
                              f"got {attention_objective!r}")
@@ -290,6 +296,7 @@ class DAAH(keras.Model):
         ):
             features = image_features if modality == "image" else text_features
             attended, unattended, mask = attention(features)
+            attended = self._retrieval_features(features, attended)
             # One head call over [attended; unattended]: the same D, half the kernel launches.
             both = tf.concat([attended, unattended], axis=0)
             codes, unattended_codes = tf.split(head(both, training=training), 2, axis=0)
@@ -304,9 +311,21 @@ class DAAH(keras.Model):
         text_features = self.text_encoder(inputs["text"], training=training)
         return self._attend_and_hash(image_features, text_features, training)
 
+    def _retrieval_features(self, features, attended):
+        """What the retrieval codes read, given the features f and the attended Z * f."""
+        if self.retrieval_view == "whole":
+            # Attention as an adversarial eraser: the retrieval codes read every feature,
+            # the mask only decides what the unattended view (L_adv) loses.
+            return features
+        if self.retrieval_view == "residual":
+            # Residual attention, (1 + Z) * f: attended features are emphasised, none is lost.
+            return features + attended
+        return attended
+
     def _encode(self, features, attention, head, training):
         if attention is not None:
-            features, _, _ = attention(features)
+            attended, _, _ = attention(features)
+            features = self._retrieval_features(features, attended)
         return head(features, training=training)
 
     def encode_image(self, images, training=False):
@@ -607,6 +626,7 @@ class DAAH(keras.Model):
             loss=self.loss_kind,
             dcmh_weights=self.dcmh_weights,
             attention_objective=self.attention_objective_kind,
+            retrieval_view=self.retrieval_view,
         )
         return config
 

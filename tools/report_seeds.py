@@ -1,0 +1,187 @@
+"""Seeds, the same-run linear floor and the mean +- std tables of tools/report.py.
+
+A report cell is one (method, bits, seed). The tables aggregate a (method, bits) over its seeds:
+mean +- sample standard deviation (n - 1), with "(n=K)" where fewer seeds than asked finished.
+The `floor` pseudo-method is tools/linear_floor.py on the DAAH run of the same bits and seed (its
+splits, its input features, its text featurizer; projection seed = the run's seed), kept in
+<daah run>/linear_floor.json and reused while that file is newer than the run's metrics.json.
+The attended shares and bit balances are the last epoch's training values, read from the run's
+metrics.json where it holds them, else from the Keras progress lines of its train.log.
+"""
+
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+TOOLS_DIR = os.path.dirname(os.path.abspath(__file__))
+FLOOR = "floor"
+# Last-epoch statistics of a run (training batches; TensorBoard shows the same curves).
+LOG_STATISTICS = ("attended_fraction_image", "attended_fraction_text",
+                  "bit_balance_image", "bit_balance_text")
+_NUMBER = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))"
+
+
+def parse_seeds(text):
+    """"0,1,2" -> [0, 1, 2] (sorted, unique); ValueError on anything else or none."""
+    seeds = sorted({int(s) for s in text.split(",") if s.strip()})
+    if not seeds or min(seeds) < 0:
+        raise ValueError(text)
+    return seeds
+
+
+def last_epoch_statistics(model_dir, metrics=None):
+    """{name: float} of LOG_STATISTICS at the run's last epoch (absent names: not logged).
+
+    metrics.json wins where it has the value; otherwise the last `name: value` of train.log
+    that is not a `val_` value.
+    """
+    found = {}
+    try:
+        with open(os.path.join(model_dir, "train.log"), encoding="utf-8",
+                  errors="replace") as stream:
+            text = stream.read()
+    except OSError:
+        text = ""
+    for name in LOG_STATISTICS:
+        values = re.findall(rf"(?<![\w]){name}: {_NUMBER}", text)
+        if values:
+            found[name] = float(values[-1])
+    for name in LOG_STATISTICS:
+        if metrics and isinstance(metrics.get(name), (int, float)):
+            found[name] = float(metrics[name])
+    return found
+
+
+def floor_cell(daah_cell, print_fn=print):
+    """The `floor` cell of one finished DAAH cell (see the module docstring).
+
+    Returns a cell dict like report.run_cell's: method "floor", status "reused", "computed"
+    or "failed", metrics the floor's mAPs (or None), config the DAAH run's.
+    """
+    model_dir, seed = daah_cell["model_dir"], daah_cell["seed"]
+    cell = {"method": FLOOR, "bits": daah_cell["bits"], "seed": seed, "model_dir": model_dir,
+            "command": f"python tools/linear_floor.py --model_dir={model_dir} --seed={seed}",
+            "metrics": None, "config": daah_cell["config"], "seconds": 0.0, "statistics": {}}
+    label = f"floor {daah_cell['bits']} bits seed {seed}"
+    if daah_cell["metrics"] is None:
+        cell["status"] = "failed"
+        print_fn(f"{label}: skipped, its DAAH run did not finish")
+        return cell
+    path = os.path.join(model_dir, "linear_floor.json")
+    metrics_path = os.path.join(model_dir, "metrics.json")
+    if os.path.exists(path) and os.path.getmtime(path) >= os.path.getmtime(metrics_path):
+        with open(path, encoding="utf-8") as stream:
+            saved = json.load(stream)
+        if saved.get("seed") == seed:
+            cell.update(status="reused", metrics=saved)
+            print_fn(f"{label}: reusing {path}")
+            return cell
+    print_fn(f"{label}: ridge + projection on the inputs of {model_dir}", flush=True)
+    started = time.time()
+    # A subprocess: linear_floor defines absl flags that daah_tf.flags also defines.
+    command = [sys.executable, os.path.join(TOOLS_DIR, "linear_floor.py"),
+               f"--model_dir={model_dir}", f"--seed={seed}"]
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        p for p in (os.path.dirname(TOOLS_DIR), environment.get("PYTHONPATH")) if p)
+    with open(os.path.join(model_dir, "linear_floor.log"), "w", encoding="utf-8") as log:
+        returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT,
+                                     env=environment)
+    cell["seconds"] = time.time() - started
+    if returncode != 0 or not os.path.exists(path):
+        cell["status"] = "failed"
+        print_fn(f"{label}: FAILED (exit status {returncode}); see "
+                 f"{os.path.join(model_dir, 'linear_floor.log')}")
+        return cell
+    with open(path, encoding="utf-8") as stream:
+        cell.update(status="computed", metrics=json.load(stream))
+    return cell
+
+
+def mean_std(values):
+    """(mean, sample std or None for a single value, count) of the finite values; None if none."""
+    values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not values:
+        return None
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return statistics.fmean(values), std, len(values)
+
+
+def fmt_mean_std(values, expected, digits=4):
+    """"0.2500 ± 0.0120" (n < expected: " (n=K)" added), "0.2500" for one value, "n/a"."""
+    summary = mean_std(values)
+    if summary is None:
+        return "n/a"
+    mean, std, count = summary
+    text = f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return text + (f" (n={count})" if count < expected else "")
+
+
+def _values(cells, method, bits, key, source="metrics"):
+    return [(cell[source] or {}).get(key) for cell in cells
+            if cell["method"] == method and cell["bits"] == bits and cell["metrics"]]
+
+
+def map_table(cells, methods, bits_list, labels, seeds, directions):
+    """Markdown lines: rows methods (and chance), columns I->T and T->I per code length, each
+    cell the mean ± std over the seeds."""
+    header = "| method | " + " | ".join(f"{b} bits {label}" for b in bits_list
+                                         for label in directions.values()) + " |"
+    lines = [header, "|---|" + "---:|" * (2 * len(bits_list))]
+    for method in methods:
+        values = [fmt_mean_std(_values(cells, method, b, f"{d}_map"), len(seeds))
+                  for b in bits_list for d in directions]
+        lines.append(f"| {labels[method]} (`{method}`) | " + " | ".join(values) + " |")
+    chance = []
+    for b in bits_list:
+        values = [v for m in methods for v in _values(cells, m, b, "chance_map")]
+        chance += [fmt_mean_std(values[:1], 1)] * 2  # the same for every method and seed
+    lines.append("| chance (random ranking) | " + " | ".join(chance) + " |")
+    return lines
+
+
+def diagnostics_table(cells, methods, bits_list, labels, seeds):
+    """Markdown lines: last-epoch attended shares and bit balances, and the mask / object IoU
+    (against a random mask of the same size) where the dataset has object boxes."""
+    with_iou = any("mask_iou" in (c["metrics"] or {}) for c in cells)
+    header = ("| method | bits | attended image | attended text | bit balance image | "
+              "bit balance text |")
+    header += " mask / object IoU | random mask IoU |" if with_iou else ""
+    lines = [header, "|---|---:|" + "---:|" * (6 if with_iou else 4)]
+    for bits in bits_list:
+        for method in methods:
+            if method == FLOOR or not _values(cells, method, bits, "i2t_map"):
+                continue
+            row = [fmt_mean_std(_values(cells, method, bits, name, "statistics"), len(seeds), 3)
+                   for name in LOG_STATISTICS]
+            if with_iou:
+                row += [fmt_mean_std(_values(cells, method, bits, name), len(seeds), 3)
+                        for name in ("mask_iou", "random_mask_iou")]
+            lines.append(f"| {labels[method]} (`{method}`) | {bits} | " + " | ".join(row) + " |")
+    return lines
+
+
+def split_note(cells):
+    """One sentence: whether the query and database splits are the same in every seed's run."""
+    by_seed = {}
+    for cell in cells:
+        path = os.path.join(cell["model_dir"], "splits.json")
+        if cell["method"] == FLOOR or cell["metrics"] is None or not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as stream:
+            splits = json.load(stream)
+        by_seed.setdefault(cell["seed"], (splits.get("query"), splits.get("database")))
+    if len(by_seed) < 2:
+        return ""
+    same = len({json.dumps(value) for value in by_seed.values()}) == 1
+    return ("The query and database splits are identical in every seed's runs (the dataset's "
+            "fixed protocol): the seed changes only the weights, the batch order and the "
+            "validation pairs carved from the training split." if same else
+            "The query and database splits differ between seeds (the dataset draws them from "
+            "the seed, as synthetic data does with the data itself): the spread includes the "
+            "split.")

@@ -43,13 +43,17 @@ def ordered_sum(terms: np.ndarray) -> float:
     each added sequentially, then the lanes as ((0+1)+(2+3))+((4+5)+(6+7)).
 
     Eight independent accumulators keep the compiled loop from waiting on one add chain, and
-    the order is fixed so that the NumPy and compiled paths agree to the last bit (x + 0.0 is
-    exact, so the zero padding of the last row changes nothing).
+    the order is fixed so that the NumPy and compiled paths agree to the last bit. np.cumsum
+    (an accumulate: sequential by definition) gives each lane's running sum over full rows of
+    8; the last R % 8 terms are then added to the first lanes, as the compiled loop does.
     """
-    pad = (-len(terms)) % SUM_LANES
-    if pad:
-        terms = np.concatenate([terms, np.zeros(pad)])
-    lanes = np.cumsum(terms.reshape(-1, SUM_LANES), axis=0)[-1]  # accumulate: sequential
+    n = len(terms)
+    full = n - n % SUM_LANES
+    if full:
+        lanes = np.cumsum(terms[:full].reshape(-1, SUM_LANES), axis=0)[-1]
+    else:
+        lanes = np.zeros(SUM_LANES)
+    lanes[: n - full] += terms[full:]
     return float(((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
                  + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])))
 

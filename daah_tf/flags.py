@@ -109,7 +109,8 @@ flags.DEFINE_enum("attention_objective", _MODEL.attention_objective, ATTENTION_O
 flags.DEFINE_enum("retrieval_view", _MODEL.retrieval_view, RETRIEVAL_VIEWS,
                   "Which features the retrieval codes read: the attended Z * f (the paper's) or "
                   "the whole f (the mask then only shapes the unattended view of L_adv), or "
-                  "(1 + Z) * f (residual attention: attended features emphasised).")
+                  "(1 + Z) * f (residual attention: attended features emphasised), or "
+                  "Z * f + sigmoid(g) * (1 - Z) * f with g learned by the hashing player (gated).")
 
 # Training.
 flags.DEFINE_string("model_dir", _TRAIN.model_dir,

@@ -1,10 +1,11 @@
 """A user's folder dataset (pairs.jsonl + image files) trains end to end, and its images are
 streamed: the peak resident memory of a training run does not grow with the number of images.
 
-The slow test trains the same model for the same steps on 2,000 and on 20,000 JPEGs of 96x96
-and compares the two runs' peak RSS: streaming may grow by less than a fifth of what the extra
-18,000 images take decoded (18,000 x 96 x 96 x 3 bytes = 498 MB, so < 100 MB); loading them all,
-even as uint8 at the files' size or as float32 at the 32x32 the model sees (221 MB), would not.
+The slow test trains the same model for the same steps on 2,000 and on 20,000 JPEGs of
+128x128 and compares the two runs' peak RSS: it may grow by less than a fifth of what the extra
+18,000 images take decoded (18,000 x 128 x 128 x 3 bytes = 844 MiB, so < 169 MiB). Holding every
+image in memory, decoded at the files' size (844 MiB) or as float32 at the 32x32 the model sees
+(211 MiB), would exceed that; a uint8 copy at 32x32 (53 MiB) would not be caught.
 """
 
 import json
@@ -101,7 +102,7 @@ def _peak_rss_of_training(tmp_path, count, side, num_query):
     model_dir = str(tmp_path / f"run{count}")
     command = [sys.executable, "-m", "daah_tf.train", "--dataset=folder",
                f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--image_size=32",
-               "--epochs=2", "--max_steps_per_epoch=100", "--batch_size=32", "--bits=16",
+               "--epochs=2", "--max_steps_per_epoch=40", "--batch_size=32", "--bits=16",
                "--cnn_filters=8,16", "--image_hidden_units=64,64", "--text_units=64,32",
                "--verbose=2"]
     result = subprocess.run([sys.executable, "-c", _MEASURE, *command], cwd=REPO,
@@ -116,17 +117,18 @@ def _peak_rss_of_training(tmp_path, count, side, num_query):
 
 @pytest.mark.slow
 def test_peak_memory_does_not_grow_with_the_number_of_images(tmp_path):
-    side, small, large, num_query = 96, 2_000, 20_000, 200
+    side, small, large, num_query = 128, 2_000, 20_000, 200
     small_rss, small_metrics = _peak_rss_of_training(tmp_path, small, side, num_query)
     large_rss, large_metrics = _peak_rss_of_training(tmp_path, large, side, num_query)
-    # Both runs train 200 steps and query the same 200 images against every training image
-    # (encoded, i.e. read, in full: 1,800 and 19,800), after validating on 10% of them.
-    for metrics, count in ((small_metrics, small), (large_metrics, large)):
-        assert metrics["steps"] == 200 and metrics["num_query"] == num_query
-        assert metrics["num_database"] == count - num_query
     decoded_extra_mb = (large - small) * side * side * 3 / 2**20
     growth = large_rss - small_rss
-    print(f"\npeak RSS: {small:,} images {small_rss:.0f} MB, {large:,} images "
-          f"{large_rss:.0f} MB (growth {growth:.0f} MB; the extra images decoded: "
-          f"{decoded_extra_mb:.0f} MB)")
+    print(f"\npeak RSS: {small:,} images {small_rss:.0f} MiB, {large:,} images "
+          f"{large_rss:.0f} MiB (growth {growth:.0f} MiB; the extra images decoded: "
+          f"{decoded_extra_mb:.0f} MiB, limit {GROWTH_LIMIT * decoded_extra_mb:.0f} MiB)")
+    # Both runs train 2 epochs of 40 steps, validate on 10% of the training rows against the
+    # rest, and query the same 200 images against every training row (1,800 and 19,800 images
+    # read and encoded).
+    for metrics, count in ((small_metrics, small), (large_metrics, large)):
+        assert metrics["steps"] == 80 and metrics["num_query"] == num_query
+        assert metrics["num_database"] == count - num_query
     assert growth < GROWTH_LIMIT * decoded_extra_mb, (small_rss, large_rss, decoded_extra_mb)

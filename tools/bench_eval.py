@@ -13,8 +13,10 @@ Prints a table (name, seconds, result) and then, as its last lines:
                                      2,100 x 193,734 x 64 bits (own subprocess): metrics'
                                      default backend (numba's compiled kernels where numba
                                      imports) and the NumPy path, interleaved repeats in one
-                                     process, medians; both give the same AP bits (checked),
-                                     and the first 100 queries match the reference loop (1e-9)
+                                     process, medians (wall; cpu_s: CPU seconds of all threads,
+                                     which other load on the machine inflates less); both give
+                                     the same AP bits (checked), and the first 100 queries
+                                     match the reference loop (1e-9)
     million_db_seconds=<s> ...       the same for 200 x 1,000,000 x 64 bits
     search_qps_ratio_vs_faiss=<x>    top-100 of 1,000 queries in 200,000 codes, vs raw faiss
 Data are synthetic: multi-hot labels, codes = sign(labels @ label_codes + noise).
@@ -142,12 +144,14 @@ def nuswide_child(
     for backend in ("auto", "numpy"):
         metrics.average_precision_per_query(q[:2], d, ql[:2], dl, backend=backend)
     times: dict[str, list[float]] = {"auto": [], "numpy": []}
+    cpu: dict[str, list[float]] = {"auto": [], "numpy": []}
     aps: dict[str, np.ndarray] = {}
     for rep in range(repeats):
         for backend in ("auto", "numpy") if rep % 2 == 0 else ("numpy", "auto"):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             aps[backend] = metrics.average_precision_per_query(*data, backend=backend)
             times[backend].append(time.perf_counter() - start)
+            cpu[backend].append(time.process_time() - start_cpu)
     assert np.array_equal(aps["auto"], aps["numpy"])
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     ours = metrics.mean_average_precision(q[:check], d, ql[:check], dl)
@@ -156,6 +160,7 @@ def nuswide_child(
     seconds, numpy_seconds = statistics.median(times["auto"]), statistics.median(times["numpy"])
     print(json.dumps({"seconds": seconds, "numpy_seconds": numpy_seconds,
                       "backend": _backend(), "times": times, "peak_rss_mb": peak_mb,
+                      "cpu_seconds": {b: statistics.median(c) for b, c in cpu.items()},
                       "map": float(aps["auto"].mean()), "reference_diff": abs(ours - reference)}))
 
 
@@ -181,6 +186,8 @@ def bench_nuswide(
             f"numpy_seconds={result['numpy_seconds']:.2f} "
             f"ratio={result['numpy_seconds'] / result['seconds']:.2f} "
             f"peak_rss_mb={result['peak_rss_mb']:.0f} "
+            f"cpu_s(auto={result['cpu_seconds']['auto']:.2f}; "
+            f"numpy={result['cpu_seconds']['numpy']:.2f}) "
             f"runs_s(auto={spread['auto']}; numpy={spread['numpy']})")
 
 

@@ -10,7 +10,7 @@ LOSSES = ("daah", "dcmh")
 NONFINITE_POLICIES = ("stop", "skip_batch")
 ATTENTION_GRADIENTS = ("unattended", "both")
 ATTENTION_OBJECTIVES = ("adversarial_retrieval", "adversarial")
-RETRIEVAL_VIEWS = ("attended", "whole", "residual")
+RETRIEVAL_VIEWS = ("attended", "whole", "residual", "gated")
 
 # Order of the metrics in the progress bar and in TensorBoard.
 LOSS_TERMS = (
@@ -176,6 +176,13 @@ class DAAH(keras.Model):
         _build_once(self.image_head, image_features)
         _build_once(self.text_head, text_features)
         self._input_shapes = {"image": list(image_shape), "text": list(text_shape)}
+        if self.retrieval_view == "gated" and self.image_attention is not None:
+            # How much of the unattended features the retrieval codes also read, sigmoid(g),
+            # one per modality; the hashing player's variables (it learns what hiding costs).
+            self.unattended_gates = {
+                modality: self.add_weight(shape=(), initializer="zeros",
+                                          name=f"{modality}_unattended_gate")
+                for modality in ("image", "text")}
         self.built = True
         if self.hash_optimizer is not None:
             self._build_optimizers()
@@ -195,6 +202,7 @@ class DAAH(keras.Model):
             + self.text_encoder.trainable_variables
             + self.image_head.trainable_variables
             + self.text_head.trainable_variables
+            + list(getattr(self, "unattended_gates", {}).values())
         )
 
     @property
@@ -296,7 +304,7 @@ class DAAH(keras.Model):
         ):
             features = image_features if modality == "image" else text_features
             attended, unattended, mask = attention(features)
-            attended = self._retrieval_features(features, attended)
+            attended = self._retrieval_features(features, attended, modality)
             # One head call over [attended; unattended]: the same D, half the kernel launches.
             both = tf.concat([attended, unattended], axis=0)
             codes, unattended_codes = tf.split(head(both, training=training), 2, axis=0)
@@ -311,8 +319,11 @@ class DAAH(keras.Model):
         text_features = self.text_encoder(inputs["text"], training=training)
         return self._attend_and_hash(image_features, text_features, training)
 
-    def _retrieval_features(self, features, attended):
+    def _retrieval_features(self, features, attended, modality):
         """What the retrieval codes read, given the features f and the attended Z * f."""
+        if self.retrieval_view == "gated":
+            gate = tf.cast(tf.sigmoid(self.unattended_gates[modality]), features.dtype)
+            return attended + gate * (features - attended)
         if self.retrieval_view == "whole":
             # Attention as an adversarial eraser: the retrieval codes read every feature,
             # the mask only decides what the unattended view (L_adv) loses.
@@ -322,21 +333,21 @@ class DAAH(keras.Model):
             return features + attended
         return attended
 
-    def _encode(self, features, attention, head, training):
+    def _encode(self, features, attention, head, training, modality):
         if attention is not None:
             attended, _, _ = attention(features)
-            features = self._retrieval_features(features, attended)
+            features = self._retrieval_features(features, attended, modality)
         return head(features, training=training)
 
     def encode_image(self, images, training=False):
         """(B, ...) images (or image features) -> (B, q) float32 attended codes H^I."""
         features = self.image_encoder(images, training=training)
-        return self._encode(features, self.image_attention, self.image_head, training)
+        return self._encode(features, self.image_attention, self.image_head, training, "image")
 
     def encode_text(self, bag_of_words, training=False):
         """(B, V) bag-of-words -> (B, q) float32 attended codes H^T."""
         features = self.text_encoder(bag_of_words, training=training)
-        return self._encode(features, self.text_attention, self.text_head, training)
+        return self._encode(features, self.text_attention, self.text_head, training, "text")
 
     def image_mask(self, images):
         """(B, ...) images -> the image attention mask Z (B, H, W) or (B, d), float32 {0,1}."""

@@ -52,6 +52,7 @@ class ModelConfig:
     image_head_pooling: str = "flatten"  # "flatten" (VGG fc6) | "average"
     mask_estimator: str = "logit"  # "logit" | "probability" (the literal reading)
     attention_objective: str = "adversarial_retrieval"  # | "adversarial" (the paper's game)
+    adversarial_weight: float = 1.0  # the hashing player's weight on L_adv (the paper's: 1)
     retrieval_view: str = "attended"  # "attended" (the paper's H = D(Z * f)) | "whole"
     # A frozen backbone on pictures: features are cached on the first run, heads train on them.
     freeze_backbone: bool = False

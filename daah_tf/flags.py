@@ -106,6 +106,9 @@ flags.DEFINE_enum("mask_estimator", _MODEL.mask_estimator, MASK_ESTIMATORS,
 flags.DEFINE_enum("attention_objective", _MODEL.attention_objective, ATTENTION_OBJECTIVES,
                   "What the attention player maximises: L_adv - L_ret (adversarial_retrieval) "
                   "or L_adv alone (adversarial, the paper's game).")
+flags.DEFINE_float("adversarial_weight", _MODEL.adversarial_weight,
+                   "The hashing player's weight on L_adv in F = L_ret + w * L_adv (paper: 1).",
+                   lower_bound=0.0)
 flags.DEFINE_enum("retrieval_view", _MODEL.retrieval_view, RETRIEVAL_VIEWS,
                   "Which features the retrieval codes read: the attended Z * f (the paper's) or "
                   "the whole f (the mask then only shapes the unattended view of L_adv), or "
@@ -278,6 +281,7 @@ def config_from_flags():
         image_head_pooling=FLAGS.image_head_pooling,
         attention_objective=FLAGS.attention_objective,
         retrieval_view=FLAGS.retrieval_view,
+        adversarial_weight=FLAGS.adversarial_weight,
         freeze_backbone=_freeze(FLAGS.freeze_backbone, FLAGS.image_backbone,
                                 FLAGS.image_weights),
     )

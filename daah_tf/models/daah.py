@@ -112,6 +112,7 @@ class DAAH(keras.Model):
         dcmh_weights=(1.0, 1.0),
         attention_objective="adversarial_retrieval",
         retrieval_view="attended",
+        adversarial_weight=1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -119,6 +120,7 @@ class DAAH(keras.Model):
             raise ValueError(f"retrieval_view must be one of {RETRIEVAL_VIEWS}, "
                              f"got {retrieval_view!r}")
         self.retrieval_view = retrieval_view
+        self.adversarial_weight = float(adversarial_weight)
         if attention_objective not in ATTENTION_OBJECTIVES:
             raise ValueError(f"attention_objective must be one of {ATTENTION_OBJECTIVES}, "
                              f"got {attention_objective!r}")
@@ -379,7 +381,7 @@ class DAAH(keras.Model):
             terms["adversarial_loss"] = adversarial["total"]
         hash_loss = terms["retrieval_loss"]
         if self.adversarial:
-            hash_loss = hash_loss + terms["adversarial_loss"]
+            hash_loss = hash_loss + self.adversarial_weight * terms["adversarial_loss"]
         terms["loss"] = hash_loss
         return terms
 
@@ -638,6 +640,7 @@ class DAAH(keras.Model):
             dcmh_weights=self.dcmh_weights,
             attention_objective=self.attention_objective_kind,
             retrieval_view=self.retrieval_view,
+            adversarial_weight=self.adversarial_weight,
         )
         return config
 

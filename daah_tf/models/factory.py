@@ -61,6 +61,7 @@ def build_model(config: ModelConfig, image_shape, text_dim):
         dcmh_weights=(config.dcmh_quantization_weight, config.dcmh_balance_weight),
         attention_objective=config.attention_objective,
         retrieval_view=config.retrieval_view,
+        adversarial_weight=config.adversarial_weight,
         name="daah",
     )
     model.build({"image": image_input, "text": (None, int(text_dim))})

@@ -59,6 +59,35 @@ def chance_map(query_labels, database_labels):
     return float(relevant.mean())
 
 
+def bit_balance(codes):
+    """How constant the bits of a set of codes are: the mean over bits of |mean over items of
+    sign(code)|. 0 = every bit split evenly, 1 = every bit the same for all items (collapse).
+
+    Args:
+        codes: (n, q) codes (any sign convention: > 0 is +1, else -1), n >= 1.
+    """
+    signs = np.where(np.asarray(codes) > 0, 1.0, -1.0)
+    return float(np.abs(signs.mean(axis=0)).mean())
+
+
+def distinct_codes(codes):
+    """The number of different codes among the rows of (n, q) codes (by sign)."""
+    bits = np.asarray(codes) > 0
+    if bits.shape[0] == 0:
+        return 0
+    return int(np.unique(np.packbits(bits, axis=1), axis=0).shape[0])
+
+
+def collapse_stats(database_codes, database_labels):
+    """Collapse measures of a run's database codes, per modality: bit_balance_image/text,
+    distinct_codes_image/text, and num_labels (the number of label columns)."""
+    stats = {"num_labels": int(np.asarray(database_labels).shape[1])}
+    for modality in ("image", "text"):
+        stats[f"bit_balance_{modality}"] = bit_balance(database_codes[modality])
+        stats[f"distinct_codes_{modality}"] = distinct_codes(database_codes[modality])
+    return stats
+
+
 def mask_iou(masks, boxes, image_size, seed=0):
     """How well image masks cover the known objects, against random masks of the same size.
 

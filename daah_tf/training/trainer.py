@@ -20,7 +20,13 @@ from daah_tf.data.text_featurizer import TextFeaturizer
 from daah_tf.models import build_model
 from daah_tf.training import distribution, restore, run_directory
 from daah_tf.training.checkpoints import RunCheckpoints
-from daah_tf.training.evaluation import CodeEncoder, chance_map, mask_iou, retrieval_maps
+from daah_tf.training.evaluation import (
+    CodeEncoder,
+    chance_map,
+    collapse_stats,
+    mask_iou,
+    retrieval_maps,
+)
 from daah_tf.training.monitor import NonFiniteGuard, TrainingMonitor
 
 PRECISION_POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
@@ -205,6 +211,8 @@ def final_metrics(model, feeder, config, checkpoints):
         num_database=len(data.splits["database"]),
         selected_on="validation" if len(data.splits["validation"]) else "last_epoch",
     )
+    # Collapse: bits constant over the database, or fewer distinct codes than labels.
+    results.update(collapse_stats(database, feeder.labels("database")))
     boxes = data.extras.get("object_boxes")
     if boxes is not None and model.image_attention is not None:
         index = data.splits["query"]
@@ -225,6 +233,11 @@ def summary_lines(results):
         f"I->I {results['i2i_map']:.4f}   T->T {results['t2t_map']:.4f}   "
         f"(chance {results['chance_map']:.4f})",
     ]
+    if "bit_balance_image" in results:
+        lines.append(f"  database codes: bit balance image {results['bit_balance_image']:.3f} "
+                     f"text {results['bit_balance_text']:.3f} (1 = constant bits); distinct "
+                     f"image {results['distinct_codes_image']} text "
+                     f"{results['distinct_codes_text']} ({results['num_labels']} labels)")
     if "mask_iou" in results:
         lines.append(f"  image attention mask vs object boxes: IoU {results['mask_iou']:.3f} "
                      f"(random mask of the same size {results['random_mask_iou']:.3f})")

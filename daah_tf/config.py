@@ -53,7 +53,7 @@ class ModelConfig:
     mask_estimator: str = "logit"  # "logit" | "probability" (the literal reading)
     attention_objective: str = "adversarial_retrieval"  # | "adversarial" (the paper's game)
     adversarial_weight: float = 1.0  # the hashing player's weight on L_adv (the paper's: 1)
-    retrieval_view: str = "attended"  # "attended" (the paper's H = D(Z * f)) | "whole"
+    retrieval_view: str = "gated"  # | "attended" (the paper's H = D(Z * f)) | "whole" | "residual"
     # A frozen backbone on pictures: features are cached on the first run, heads train on them.
     freeze_backbone: bool = False
 

@@ -543,11 +543,15 @@ def test_keras_file_round_trip_restores_both_optimizers(tmp_path):
                                model.encode_image(inputs["image"]), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("view", ["attended", "whole", "residual"])
+@pytest.mark.parametrize("view", ["attended", "whole", "residual", "gated"])
 def test_retrieval_view_reads_the_features_it_names(view):
-    """H = D(Z * f) (the paper's), D(f) or D((1 + Z) * f); the unattended codes are always
-    D((1 - Z) * f), and encode_image/encode_text give the training forward's codes."""
+    """H = D(Z * f) (the paper's), D(f), D((1 + Z) * f) or D(Z * f + sigmoid(g) (1 - Z) * f);
+    the unattended codes are always D((1 - Z) * f), and encode_image/encode_text give the
+    training forward's codes."""
     model = build_model(tiny_config(retrieval_view=view), IMAGE_SHAPE, TEXT_DIM)
+    if view == "gated":
+        model.unattended_gates["image"].assign(-1.0)  # any value but the initial 0
+        model.unattended_gates["text"].assign(2.0)
     inputs, _ = make_batch()
     outputs = model(inputs)
     for modality, encoder, attention, head, encode in (
@@ -559,12 +563,23 @@ def test_retrieval_view_reads_the_features_it_names(view):
         mask = attention(features)[2].numpy()
         if mask.ndim < features.ndim:
             mask = mask[..., None]  # a spatial mask covers every channel
+        gate = 1.0 / (1.0 + np.exp(-{"image": -1.0, "text": 2.0}[modality]))
         read = {"attended": mask * features, "whole": features,
-                "residual": (1.0 + mask) * features}[view]
+                "residual": (1.0 + mask) * features,
+                "gated": mask * features + gate * (1.0 - mask) * features}[view]
         np.testing.assert_allclose(outputs[f"{modality}_codes"], head(read), atol=1e-5)
         np.testing.assert_allclose(outputs[f"{modality}_unattended_codes"],
                                    head((1.0 - mask) * features), atol=1e-5)
         np.testing.assert_allclose(encode(inputs[modality]), head(read), atol=1e-5)
+
+
+def test_gates_belong_to_the_hashing_player_and_learn():
+    model = compiled_model(tiny_config(retrieval_view="gated"))
+    gates = list(model.unattended_gates.values())
+    assert all(any(g is v for v in model.hash_variables) for g in gates)
+    assert not any(g is v for g in gates for v in model.attention_variables)
+    model.train_step(make_batch())
+    assert all(float(g.numpy()) != 0.0 for g in gates)
 
 
 def test_retrieval_view_survives_get_config():

@@ -82,6 +82,14 @@ def test_fuzzed_flickr_mat_loads_or_raises_dataset_error(tmp_path, contents):
     check_loaded(dataset)
 
 
+def test_empty_flickr_mat_named_in_the_error(tmp_path):
+    # Found by the fuzz test above: zero rows used to give an error without the file's name.
+    empty = np.zeros((0, 0))
+    scipy.io.savemat(tmp_path / "FLICKR-25K.mat", {"images": empty, "YAll": empty, "LAll": empty})
+    with pytest.raises(DatasetError, match="FLICKR-25K.mat"):
+        load_mirflickr25k(str(tmp_path), seed=0, layout="single")
+
+
 def test_garbage_bytes_named_in_the_error(tmp_path):
     (tmp_path / "wiki.mat").write_bytes(b"MATLAB 5.0 MAT-file" + bytes(range(256)) * 3)
     with pytest.raises(DatasetError, match="wiki.mat"):

@@ -552,8 +552,11 @@ def _assemble(layout, image_triple, text_pair, label_pair, seed, extras):
     labels = as_labels(labels, num_rows, LABEL_KEYS[0], label_path)
     texts = as_matrix(texts, num_rows, TEXT_KEYS[0], text_path)
     image_kind, images = _image_input(part, image, num_rows, image_path)
-    splits = scaled_protocol_split(num_rows, layout.standard_pairs, layout.num_query,
-                                   layout.num_train, seed)
+    try:
+        splits = scaled_protocol_split(num_rows, layout.standard_pairs, layout.num_query,
+                                       layout.num_train, seed)
+    except DatasetError as error:
+        raise DatasetError(f"{label_path}: {error}") from None  # name the file that is short
     return _dataset(layout, images, image_kind, texts, labels, splits, extras)
 
 

@@ -61,9 +61,13 @@ MIRRORED_VS_SINGLE = textwrap.dedent("""
         return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
 
     def poisonable(model):
-        # While `poison` is 1, pass 2's objective (the attention player's) is NaN.
+        # While `poison` is 1, pass 2's objective (the attention player's) is NaN; while
+        # `hash_poison` is 1, pass 1's (the hashing player's). Poisoning the objectives, not
+        # the inputs, keeps the test independent of whether a fused ReLU passes a NaN input on.
         poison = tf.Variable(0.0, trainable=False)
+        hash_poison = tf.Variable(0.0, trainable=False)
         real = model._adversarial_loss
+        real_losses = model.compute_losses
 
         def adversarial_loss(outputs, labels, attention_player=False):
             terms = real(outputs, labels, attention_player)
@@ -71,8 +75,13 @@ MIRRORED_VS_SINGLE = textwrap.dedent("""
                 terms = dict(terms, total=terms["total"] + tf.where(poison > 0, np.nan, 0.0))
             return terms
 
+        def compute_losses(outputs, labels):
+            terms = real_losses(outputs, labels)
+            return dict(terms, loss=terms["loss"] + tf.where(hash_poison > 0, np.nan, 0.0))
+
         model._adversarial_loss = adversarial_loss
-        return model, poison
+        model.compute_losses = compute_losses
+        return model, poison, hash_poison
 
     def step(model, text):
         # One batch; returns what changed: {player: (state unchanged, iterations added)}.
@@ -98,13 +107,17 @@ MIRRORED_VS_SINGLE = textwrap.dedent("""
         result["moved"] = max(float(np.max(np.abs(a - b)))
                               for a, b in zip(start, single.get_weights()))
         for name, strategy in (("single", default), ("mirrored", mirrored_strategy)):
-            model, poison = poisonable(make(strategy, update, start, "adam", "skip_batch"))
+            model, poison, hash_poison = poisonable(
+                make(strategy, update, start, "adam", "skip_batch"))
             result[name] = {"good": step(model, texts)}  # Adam's moments are not zero now
-            # A NaN in the input: pass 1's gradients are NaN; pass 2 (which never sees the
-            # encoder's gradient) stays finite, and stands alone.
-            result[name]["nan_input"] = step(model, poisoned_texts)
+            # Pass 1's objective NaN: the hashing player is refused, pass 2 stands alone.
+            hash_poison.assign(1.0)
+            result[name]["pass1_only"] = step(model, texts)
+            hash_poison.assign(0.0)
             poison.assign(1.0)
             result[name]["pass2_only"] = step(model, texts)
+            # A NaN in the input as well: neither player is applied.
+            hash_poison.assign(1.0)
             result[name]["both"] = step(model, poisoned_texts)
     print(json.dumps(outcome))
 """)
@@ -128,7 +141,7 @@ def test_mirrored_on_two_cpu_devices_matches_single_device_and_skips_nonfinite(t
             # [player's weights and optimizer state unchanged, iterations added]
             assert result[name] == {
                 "good": {"counted": 0.0, "hash": [False, 1], "attention": [False, 1]},
-                "nan_input": {"counted": 1.0, "hash": [True, 0], "attention": [False, 1]},
+                "pass1_only": {"counted": 1.0, "hash": [True, 0], "attention": [False, 1]},
                 "pass2_only": {"counted": 1.0, "hash": [False, 1], "attention": [True, 0]},
                 "both": {"counted": 1.0, "hash": [True, 0], "attention": [True, 0]},
             }, (update, name, result[name])

@@ -86,6 +86,13 @@ class DAAH(keras.Model):
             codes H held constant; "both" the literal reading of design.md, where the player
             may also raise L_adv by spoiling the attended codes (on the synthetic data it does,
             and retrieval mAP falls; see the README).
+        retrieval_view: what the retrieval codes H read: "attended" Z * f (the paper's, the
+            default here so that older saved models load), "gated" Z * f + sigmoid(g)(1 - Z) * f
+            with one scalar g per modality learned by the hashing player (the command line's
+            default, see the README's Results), "whole" f, or "residual" (1 + Z) * f. The
+            unattended codes of L_adv always read (1 - Z) * f.
+        adversarial_weight: the hashing player's weight on L_adv in F = L_ret + w L_adv (the
+            paper's: 1).
         **kwargs: standard Model arguments.
 
     Inputs: a dict {"image": (B, ...), "text": (B, V)}; `fit` takes (inputs, labels) with

@@ -21,7 +21,7 @@ O(N) scratch memory per thread and no (n, N) arrays at all:
   among relevant + 1, so its term i / (t + 1) goes to slot i - 1 (rank order); then the
   ``ordered_sum`` of the first R_k slots, R_k the relevant items with t < k.
 
-Inputs are the uint64 words of ``daah_tf.metrics._Prepared``: query codes (n, W), database
+Inputs are the uint64 words of ``daah_tf.query_chunks.Prepared``: query codes (n, W), database
 codes transposed (W, N), query labels (n, WL), database labels transposed (WL, N).
 """
 

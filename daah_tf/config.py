@@ -1,11 +1,159 @@
-"""Run settings as small frozen dataclasses (no absl here: library code never reads flags).
+"""Run settings as small frozen dataclasses, their allowed values, and the checks that combine
+settings (no absl and no TensorFlow here: library code never reads flags, and the command line
+reads these before TensorFlow loads).
 
 `daah_tf.flags` turns command-line flags into these; the run directory keeps them as
 config.json, so a run can be rebuilt without its command line.
+
+A dataclass refuses, with a ValueError naming the setting, a value outside its allowed values
+and settings that contradict each other (`MODEL_RULES`, `TRAIN_RULES`, `RUN_RULES`).
+`daah_tf.flags` registers the same rules as flag validators, so the command line and the library
+refuse the same settings with the same explanation ("--loss=dcmh ..." there, "model.loss=dcmh
+..." here).
 """
 
 import dataclasses
 import json
+from collections.abc import Callable
+from typing import NamedTuple
+
+# ------------------------------------------------------------------------------------------
+# Allowed values. The modules that act on a setting import its tuple from here (and keep their
+# older names for it, e.g. `daah_tf.models.daah.UPDATE_MODES`).
+
+DATASETS = ("synthetic", "wiki", "mirflickr25k", "nuswide", "iaprtc12", "folder")
+TEXT_WEIGHTINGS = ("count", "tf_idf")
+
+# Pretrained networks: their last feature map before pooling is f^I (7x7 at 224x224).
+APPLICATION_BACKBONES = ("resnet50", "mobilenet_v2", "efficientnet_b0")  # keras.applications
+PRETRAINED_BACKBONES = ("vgg19", "efficientnet_lite0", *APPLICATION_BACKBONES)
+BACKBONES = (*PRETRAINED_BACKBONES, "small_cnn", "precomputed")
+ATTENTION_CHOICES = ("adversarial", "none")
+ATTENTION_GRADIENTS = ("unattended", "both")
+LOSSES = ("daah", "dcmh")
+SIMILARITY_KINDS = ("binary", "count", "cosine")
+UPDATE_MODES = ("alternating", "simultaneous")
+IMAGE_HEAD_POOLINGS = ("flatten", "average")
+MASK_ESTIMATORS = ("logit", "probability")
+ATTENTION_OBJECTIVES = ("adversarial_retrieval", "adversarial")
+RETRIEVAL_VIEWS = ("attended", "whole", "residual", "gated")
+
+MIXED_PRECISIONS = ("none", "bfloat16", "float16")
+NONFINITE_POLICIES = ("stop", "skip_batch")
+STRATEGIES = ("none", "mirrored", "multi_worker")
+
+# Setting -> its allowed values (setting names are unique across the three dataclasses).
+CHOICES = {
+    "dataset": DATASETS,
+    "text_weighting": TEXT_WEIGHTINGS,
+    "image_backbone": BACKBONES,
+    "attention": ATTENTION_CHOICES,
+    "attention_gradient": ATTENTION_GRADIENTS,
+    "loss": LOSSES,
+    "similarity": SIMILARITY_KINDS,
+    "update": UPDATE_MODES,
+    "image_head_pooling": IMAGE_HEAD_POOLINGS,
+    "mask_estimator": MASK_ESTIMATORS,
+    "attention_objective": ATTENTION_OBJECTIVES,
+    "retrieval_view": RETRIEVAL_VIEWS,
+    "mixed_precision": MIXED_PRECISIONS,
+    "on_nonfinite": NONFINITE_POLICIES,
+    "distribution": STRATEGIES,
+}
+
+
+# ------------------------------------------------------------------------------------------
+# Settings that must agree with each other.
+
+
+class _Spelled(dict):
+    """A format_map mapping that spells any setting name with `spell`."""
+
+    def __init__(self, spell):
+        super().__init__()
+        self.spell = spell
+
+    def __missing__(self, name):
+        return self.spell(name)
+
+
+class Rule(NamedTuple):
+    """Settings that must agree with each other.
+
+    settings: the names of the settings the rule reads.
+    holds: {setting: value} -> True when the settings agree.
+    message: what to do when they do not, naming settings as {setting} placeholders, so that
+        the command line says `--loss` and the library `model.loss`.
+    """
+
+    settings: tuple
+    holds: Callable
+    message: str
+
+    def explain(self, spell):
+        """The message with each {setting} written as spell(setting)."""
+        return self.message.format_map(_Spelled(spell))
+
+
+WEIGHTS_NEED_PRETRAINED = Rule(
+    ("image_weights", "image_backbone"),
+    lambda v: v["image_weights"] == "none" or v["image_backbone"] in PRETRAINED_BACKBONES,
+    "{image_weights} is for {image_backbone}=" + "|".join(PRETRAINED_BACKBONES)
+    + " (the pretrained backbones)")
+DCMH_WITHOUT_ATTENTION = Rule(
+    ("loss", "attention"),
+    lambda v: v["loss"] != "dcmh" or v["attention"] == "none",
+    "{loss}=dcmh is the attention-free baseline: add {attention}=none")
+LOGICAL_DEVICES_NEED_MIRRORED = Rule(
+    ("distribution", "logical_cpu_devices"),
+    lambda v: v["logical_cpu_devices"] <= 1 or v["distribution"] == "mirrored",
+    "{logical_cpu_devices} is for {distribution}=mirrored")
+CACHE_NEEDS_PRECOMPUTED = Rule(
+    ("image_backbone", "feature_cache"),
+    lambda v: not v["feature_cache"] or v["image_backbone"] == "precomputed",
+    "{feature_cache} needs {image_backbone}=precomputed")
+WIKI_IS_VECTORS = Rule(
+    ("dataset", "image_backbone"),
+    lambda v: v["dataset"] != "wiki" or v["image_backbone"] == "precomputed",
+    "{dataset}=wiki gives image feature vectors: use {image_backbone}=precomputed")
+# Checked on the command line only. A DataConfig without a data folder is legitimate (a
+# finished run evaluated on another dataset gets its folder later); the library's check is
+# `daah_tf.data.registry.load_dataset`, which raises DatasetError when it has none.
+DATA_DIR_GIVEN = Rule(
+    ("dataset", "data_dir", "feature_cache"),
+    lambda v: v["dataset"] == "synthetic" or bool(v["data_dir"] or v["feature_cache"]),
+    "{data_dir} (or a {feature_cache}) is required for every dataset but synthetic")
+
+MODEL_RULES = (WEIGHTS_NEED_PRETRAINED, DCMH_WITHOUT_ATTENTION)  # checked by ModelConfig
+TRAIN_RULES = (LOGICAL_DEVICES_NEED_MIRRORED,)  # by TrainConfig
+RUN_RULES = (CACHE_NEEDS_PRECOMPUTED, WIKI_IS_VECTORS)  # across the parts: by RunConfig
+# Every rule, in the order the command line checks them (it reports the first broken one).
+RULES = (DATA_DIR_GIVEN, CACHE_NEEDS_PRECOMPUTED, WEIGHTS_NEED_PRETRAINED, WIKI_IS_VECTORS,
+         LOGICAL_DEVICES_NEED_MIRRORED, DCMH_WITHOUT_ATTENTION)
+
+
+def _values(config):
+    return {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
+
+
+def _qualified(name):
+    """A setting as the library names it: model.loss, data.dataset, train.distribution."""
+    return f"{_SECTION[name]}.{name}"
+
+
+def _check(values, rules):
+    """Raises ValueError for the first setting outside its choices, then the first broken rule."""
+    for name, value in values.items():
+        choices = CHOICES.get(name)
+        if choices is not None and value not in choices:
+            raise ValueError(f"{_qualified(name)} must be one of {choices}, got {value!r}")
+    for rule in rules:
+        if not rule.holds(values):
+            raise ValueError(rule.explain(_qualified))
+
+
+# ------------------------------------------------------------------------------------------
+# The settings.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +175,9 @@ class DataConfig:
     text_min_count: int = 1
     text_weighting: str = "count"  # "count" | "tf_idf"
     augment: bool = True
+
+    def __post_init__(self):
+        _check(_values(self), ())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,10 +203,13 @@ class ModelConfig:
     image_head_pooling: str = "flatten"  # "flatten" (VGG fc6) | "average"
     mask_estimator: str = "logit"  # "logit" | "probability" (the literal reading)
     attention_objective: str = "adversarial_retrieval"  # | "adversarial" (the paper's game)
-    adversarial_weight: float = 1.0  # the hashing player's weight on L_adv (the paper's: 1)
+    adversarial_weight: float = 0.1  # the hashing player's weight on L_adv (the paper's: 1; README "Results")
     retrieval_view: str = "gated"  # | "attended" (the paper's H = D(Z * f)) | "whole" | "residual"
     # A frozen backbone on pictures: features are cached on the first run, heads train on them.
     freeze_backbone: bool = False
+
+    def __post_init__(self):
+        _check(_values(self), MODEL_RULES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +222,7 @@ class TrainConfig:
     attention_learning_rate: float = 1e-3
     eval_every: int = 1
     keep_checkpoints: int = 3
-    early_stopping_patience: int = 0
+    early_stopping_patience: int = 10  # evaluations without a better validation mAP; 0: never stop
     jit_compile: bool = False
     mixed_precision: str = "none"
     deterministic: bool = False
@@ -79,12 +233,19 @@ class TrainConfig:
     verbose: int = 1
     cache_dir: str = ""  # root of automatic feature caches ("": next to the data, or user cache)
 
+    def __post_init__(self):
+        _check(_values(self), TRAIN_RULES)
+
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+
+    def __post_init__(self):
+        # Each part checked its own settings when it was built; RUN_RULES read several parts.
+        _check({**_values(self.data), **_values(self.model), **_values(self.train)}, RUN_RULES)
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -107,3 +268,8 @@ class RunConfig:
             model=build(ModelConfig, raw.get("model", {})),
             train=build(TrainConfig, raw.get("train", {})),
         )
+
+
+# Setting name -> the RunConfig part that holds it ("data", "model" or "train").
+_SECTION = {field.name: part.name for part in dataclasses.fields(RunConfig)
+            for field in dataclasses.fields(part.type)}

@@ -35,7 +35,8 @@ KEEP_VERSIONS = 3
 
 
 def pack_bits(codes):
-    """(B, q) +-1 int8 -> (B, ceil(q/8)) uint8, most significant bit first (numpy.packbits)."""
+    """(B, q) +-1 int8 -> (B, ceil(q/8)) uint8, most significant bit first, zero padding: the
+    bytes of `daah_tf.hamming.pack_codes` (numpy.packbits), computed in the graph."""
     bits = tf.cast(codes > 0, tf.int32)
     q = tf.shape(bits)[1]
     padding = (-q) % 8

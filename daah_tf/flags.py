@@ -1,29 +1,38 @@
 """Every command-line flag of `python -m daah_tf.train`, and flags -> RunConfig.
 
 Only this module and the entry points read FLAGS; the library receives dataclasses. Values are
-checked here (absl validators), so a bad value stops the program with a clear message before
-anything is written.
+checked here (absl validators, with the config dataclasses' rules for settings that must agree),
+so a bad value stops the program with a clear message before anything is written. No TensorFlow
+here: `--help` and a bad flag answer at once.
 """
 
 import os
 
 from absl import flags
 
-from daah_tf.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from daah_tf.data.registry import DATASETS
-from daah_tf.losses import SIMILARITY_KINDS
-from daah_tf.models.daah import (
+from daah_tf.config import (
+    ATTENTION_CHOICES,
     ATTENTION_GRADIENTS,
     ATTENTION_OBJECTIVES,
+    BACKBONES,
+    DATASETS,
+    IMAGE_HEAD_POOLINGS,
     LOSSES,
+    MASK_ESTIMATORS,
+    MIXED_PRECISIONS,
     NONFINITE_POLICIES,
+    PRETRAINED_BACKBONES,
     RETRIEVAL_VIEWS,
+    RULES,
+    SIMILARITY_KINDS,
+    STRATEGIES,
+    TEXT_WEIGHTINGS,
     UPDATE_MODES,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
 )
-from daah_tf.models.factory import ATTENTION_CHOICES
-from daah_tf.models.image_encoder import BACKBONES, PRETRAINED_BACKBONES
-from daah_tf.models.straight_through import MASK_ESTIMATORS
-from daah_tf.training.distribution import STRATEGIES
 
 FLAGS = flags.FLAGS
 _DATA, _MODEL, _TRAIN = DataConfig(), ModelConfig(), TrainConfig()
@@ -55,7 +64,7 @@ flags.DEFINE_integer("text_ngrams", _DATA.text_ngrams,
                      lower_bound=1, upper_bound=5)
 flags.DEFINE_integer("text_min_count", _DATA.text_min_count,
                      "Raw text: minimum training count of a kept n-gram.", lower_bound=1)
-flags.DEFINE_enum("text_weighting", _DATA.text_weighting, ["count", "tf_idf"],
+flags.DEFINE_enum("text_weighting", _DATA.text_weighting, TEXT_WEIGHTINGS,
                   "Raw text: bag of n-gram counts, or counts weighted by the training split's "
                   "inverse document frequency.")
 flags.DEFINE_boolean("augment", _DATA.augment, "Random crop and flip of training images.")
@@ -97,7 +106,7 @@ flags.DEFINE_enum("similarity", _MODEL.similarity, SIMILARITY_KINDS,
 flags.DEFINE_enum("update", _MODEL.update, UPDATE_MODES,
                   "alternating: the paper's schedule; simultaneous: one forward, both updates.")
 
-flags.DEFINE_enum("image_head_pooling", _MODEL.image_head_pooling, ["flatten", "average"],
+flags.DEFINE_enum("image_head_pooling", _MODEL.image_head_pooling, IMAGE_HEAD_POOLINGS,
                   "How a feature map enters the image hash head: flattened (VGG fc6) or "
                   "averaged over positions.")
 flags.DEFINE_enum("mask_estimator", _MODEL.mask_estimator, MASK_ESTIMATORS,
@@ -131,7 +140,7 @@ flags.DEFINE_integer("early_stopping_patience", _TRAIN.early_stopping_patience,
                      "Stop after N evaluations without a better validation mAP (0: never).",
                      lower_bound=0)
 flags.DEFINE_boolean("jit_compile", _TRAIN.jit_compile, "Compile the train step with XLA.")
-flags.DEFINE_enum("mixed_precision", _TRAIN.mixed_precision, ["none", "bfloat16", "float16"],
+flags.DEFINE_enum("mixed_precision", _TRAIN.mixed_precision, MIXED_PRECISIONS,
                   "Mixed precision policy (float16 scales both players' losses).")
 flags.DEFINE_boolean("deterministic", _TRAIN.deterministic,
                      "Enable TensorFlow op determinism (slower; exact reruns).")
@@ -168,54 +177,22 @@ flags.register_validator("text_units", lambda v: len(v) == 2,
                          message="--text_units takes exactly two sizes, e.g. 512,256")
 flags.register_validator("image_hidden_units", lambda v: len(v) == 2,
                          message="--image_hidden_units takes exactly two sizes, e.g. 4096,4096")
+flags.register_multi_flags_validator(
+    ["image_weights"],
+    lambda values: values["image_weights"] in ("imagenet", "none")
+    or os.path.isfile(values["image_weights"]),
+    message="--image_weights: imagenet, none, or an existing file")
 
 
-@flags.multi_flags_validator(["dataset", "data_dir", "feature_cache"],
-                             message="--data_dir (or a --feature_cache) is required for every "
-                                     "dataset but synthetic")
-def _data_dir_given(values):
-    return values["dataset"] == "synthetic" or bool(values["data_dir"] or values["feature_cache"])
+def _flag_name(setting):
+    return f"--{setting}"
 
 
-@flags.multi_flags_validator(["image_backbone", "feature_cache", "dataset"],
-                             message="--feature_cache needs --image_backbone=precomputed")
-def _cache_needs_precomputed(values):
-    return not values["feature_cache"] or values["image_backbone"] == "precomputed"
-
-
-@flags.multi_flags_validator(["image_weights"],
-                             message="--image_weights: imagenet, none, or an existing file")
-def _weights_source(values):
-    source = values["image_weights"]
-    return source in ("imagenet", "none") or os.path.isfile(source)
-
-
-@flags.multi_flags_validator(["image_weights", "image_backbone"],
-                             message="--image_weights is for "
-                                     f"--image_backbone={'|'.join(PRETRAINED_BACKBONES)} "
-                                     "(the pretrained backbones)")
-def _weights_need_pretrained(values):
-    return values["image_weights"] == "none" or values["image_backbone"] in PRETRAINED_BACKBONES
-
-
-@flags.multi_flags_validator(["dataset", "image_backbone"],
-                             message="--dataset=wiki gives image feature vectors: use "
-                                     "--image_backbone=precomputed")
-def _wiki_is_vectors(values):
-    return values["dataset"] != "wiki" or values["image_backbone"] == "precomputed"
-
-
-@flags.multi_flags_validator(["distribution", "logical_cpu_devices"],
-                             message="--logical_cpu_devices is for --distribution=mirrored")
-def _logical_devices_need_mirrored(values):
-    return values["logical_cpu_devices"] <= 1 or values["distribution"] == "mirrored"
-
-
-@flags.multi_flags_validator(["loss", "attention"],
-                             message="--loss=dcmh is the attention-free baseline: add "
-                                     "--attention=none")
-def _dcmh_without_attention(values):
-    return values["loss"] != "dcmh" or values["attention"] == "none"
+# Settings that must agree: the rules the config dataclasses check too (daah_tf/config.py),
+# here with the flags' names, so that a contradiction stops before anything is written.
+for _rule in RULES:
+    flags.register_multi_flags_validator(list(_rule.settings), _rule.holds,
+                                         message=_rule.explain(_flag_name))
 
 
 def default_model_dir(dataset, bits):
@@ -235,6 +212,8 @@ def _apply_folder_defaults():
     if (FLAGS.dataset != "folder" or FLAGS["image_backbone"].present
             or FLAGS.feature_cache):
         return
+    # Here, not at the top: importing daah_tf.models loads TensorFlow, which parsing (and
+    # --help) does without.
     from daah_tf.models.backbones import pretrained_default
 
     choice = pretrained_default()

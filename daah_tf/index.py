@@ -1,6 +1,6 @@
 """Exact Hamming k-nearest-neighbour index over packed binary codes.
 
-Codes are packed as in ``daah_tf.metrics.pack_codes``: uint8 (n, ceil(bits / 8)), big bit order,
+Codes are packed as in ``daah_tf.hamming.pack_codes``: uint8 (n, ceil(bits / 8)), big bit order,
 zero padding bits. Results are sorted by (Hamming distance, insertion position): among items at
 equal distance, the one added earlier comes first, on both backends:
 
@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from daah_tf.atomic import atomic_writer
-from daah_tf.metrics import _distance_block, _to_words, as_packed_codes
+from daah_tf.hamming import as_packed_codes, distance_block, to_words
 
 Backend = Literal["auto", "numpy", "faiss"]
 
@@ -148,17 +148,17 @@ class HammingIndex:
     def _numpy_search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Positions int64 (Q, k) and distances (Q, k) by (distance, position), chunked."""
         if self._db_words_t is None:
-            self._db_words_t = _to_words(self._all_codes()).T.copy()
+            self._db_words_t = to_words(self._all_codes()).T.copy()
         n_db = self._db_words_t.shape[1]
         if n_db >= 1 << 32:  # positions must fit the low half of the uint64 sort key
             raise ValueError(f"the numpy backend holds < 2**32 codes, this index has {n_db}")
-        query_words = _to_words(query)
+        query_words = to_words(query)
         rows = max(1, _CHUNK_PAIRS // n_db)
         positions = np.empty((len(query), k), dtype=np.int64)
         distances = np.empty((len(query), k), dtype=np.int32)
         position_key = np.arange(n_db, dtype=np.uint64)
         for start in range(0, len(query), rows):
-            dist = _distance_block(query_words[start : start + rows], self._db_words_t)
+            dist = distance_block(query_words[start : start + rows], self._db_words_t)
             # Unique keys make argpartition's choice at the k-th place exact, ties included.
             key = dist.astype(np.uint64) << np.uint64(32) | position_key
             if k < n_db:

@@ -1,4 +1,4 @@
-"""The DAAH losses as pure functions (design.md, "Losses"), one per equation.
+"""The DAAH losses as pure functions (docs/design.md, "Losses"), one per equation.
 
 Notation: a batch holds B pairs (I_i, T_i) with labels L_i; codes are real-valued hash-layer
 outputs H in (-1, 1)^q; ||.|| is the Euclidean distance between codes; eps is the margin.
@@ -17,11 +17,11 @@ functions compute in float32 whatever the codes' dtype, so mixed precision chang
 
 import tensorflow as tf
 
-SIMILARITY_KINDS = ("binary", "count", "cosine")
+from daah_tf.config import SIMILARITY_KINDS
 
 
 def label_similarity(labels_a, labels_b, kind="binary"):
-    """S(i, j) from multi-hot labels (design.md, "Similarity").
+    """S(i, j) from multi-hot labels (docs/design.md, "Similarity").
 
     Args:
         labels_a: (Na, L) multi-hot (0/1) labels.

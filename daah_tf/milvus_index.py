@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from daah_tf.metrics import as_packed_codes
+from daah_tf.hamming import as_packed_codes
 
 _INSERT_BATCH = 10_000
 MAX_TOP_K = 16_384  # Milvus's limit on topk

@@ -32,11 +32,11 @@ import re  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from daah_tf import evaluate  # noqa: E402
 from daah_tf.atomic import atomic_write_bytes  # noqa: E402
 from daah_tf.data.base import DatasetError  # noqa: E402
 from daah_tf.data.registry import DATASETS  # noqa: E402
-from daah_tf.evaluate import EvaluationError  # noqa: E402
+from daah_tf.index import HammingIndex  # noqa: E402
+from daah_tf.run import Run, RunError, split_rows  # noqa: E402
 
 FLAGS = flags.FLAGS
 COMMANDS = ("build", "query")
@@ -46,6 +46,10 @@ ITEMS_FORMAT_VERSION = 1
 _QUERY_FLAGS = ("text", "image", "vector", "vector_modality", "k", "target")
 _BUILD_FLAGS = ("dataset", "data_dir", "split")
 _SHOWN_CHARS = 100  # longer item texts are cut in the printed hits
+
+
+class SearchError(RunError):
+    """A problem with the query or the index the user can fix: printed, no traceback."""
 
 
 def define_flags(flag_values=FLAGS):
@@ -78,12 +82,10 @@ def define_flags(flag_values=FLAGS):
 
 def served_model(model_dir):
     """The run's newest complete SavedModel version (see daah_tf/saved_model_layout.py)."""
-    from daah_tf.saved_model_layout import latest_saved_model
-
     try:
-        return latest_saved_model(model_dir)
+        return Run(model_dir).saved_model()
     except FileNotFoundError as error:
-        raise EvaluationError(str(error)) from None
+        raise SearchError(str(error)) from None
 
 
 class ServingEncoder:
@@ -97,7 +99,7 @@ class ServingEncoder:
         import tensorflow as tf
 
         if not os.path.exists(os.path.join(saved_model_dir, "saved_model.pb")):
-            raise EvaluationError(f"no SavedModel at {saved_model_dir}: the run has not finished "
+            raise SearchError(f"no SavedModel at {saved_model_dir}: the run has not finished "
                                   "training (daah_tf.train exports it at the end)")
         self._tf = tf
         self._loaded = tf.saved_model.load(saved_model_dir)  # keep alive: signatures use it
@@ -179,7 +181,7 @@ class ServingEncoder:
 
 
 def index_dir_of(model_dir, index_dir=None):
-    return index_dir or os.path.join(model_dir, "index")
+    return index_dir or Run(model_dir).index_dir
 
 
 def describe_items(data, rows):
@@ -198,54 +200,44 @@ def describe_items(data, rows):
     return items
 
 
-def encode_split_served(encoder, data, rows, config, model_dir):
+def encode_split_served(encoder, run, data, rows):
     """Packed codes {"image", "text"} -> uint8 (n, ceil(q / 8)) of `rows`, in row order, fed
     by the evaluation pipeline (same decoding, resizing and featurizing as training)."""
-    from daah_tf.data.pipeline import make_pipeline
-    from daah_tf.data.text_featurizer import TextFeaturizer
-
-    featurizer = None
-    if data.text_kind == "raw":
-        featurizer = TextFeaturizer.load(model_dir)
-    pipeline = make_pipeline(data, rows, config.data.batch_size, training=False,
-                             text_featurizer=featurizer, image_size=config.data.image_size,
-                             with_labels=False)
     images, texts = [], []
-    for inputs in pipeline:
+    for inputs in run.batches(data, rows):
         images.append(encoder.encode_images(inputs["image"]))
         texts.append(encoder.encode_text_vectors(inputs["text"]))
     return {"image": np.concatenate(images), "text": np.concatenate(texts)}
 
 
-def build(model_dir, index_dir=None, *, split="database", dataset=None, data_dir=None,
-          backend="auto", print_fn=print):
-    """Encodes a split's images and texts into DIR/index/{image,text}.npz and items.json."""
-    evaluate.check_run_dir(model_dir)  # before TensorFlow loads: a typo fails at once
-    from daah_tf.index import HammingIndex
-    from daah_tf.training.restore import INPUTS_FILE, load_run_config
-
-    index_dir = index_dir_of(model_dir, index_dir)
-    encoder = ServingEncoder(served_model(model_dir))
-    trained = load_run_config(model_dir)
-    config = evaluate.run_config(model_dir, dataset, data_dir)
-    data = evaluate.load_run_data(model_dir, config, trained.data.dataset)
-    with open(os.path.join(model_dir, INPUTS_FILE), encoding="utf-8") as stream:
-        evaluate.check_input_kinds(data, json.load(stream))
-    rows = evaluate.split_rows(data, split)
-    codes = encode_split_served(encoder, data, rows, config, model_dir)
+def write_index(run, encoder, data, split, index_dir, backend="auto"):
+    """Encodes a split's images and texts through `encoder` (the run's SavedModel) into
+    index_dir/{image,text}.npz, ids = dataset rows, and items.json; returns the rows."""
+    rows = split_rows(data, split)
+    codes = encode_split_served(encoder, run, data, rows)
     os.makedirs(index_dir, exist_ok=True)
     for modality in MODALITIES:
         index = HammingIndex(encoder.bits, backend)
         index.add(codes[modality], rows)
-        path = os.path.join(index_dir, f"{modality}.npz")
-        index.save(path)
+        index.save(os.path.join(index_dir, f"{modality}.npz"))
     header = {
         "format_version": ITEMS_FORMAT_VERSION, "dataset": data.name, "split": split,
         "bits": encoder.bits, "num_items": len(rows),
         "saved_model_fingerprint": encoder.fingerprint(),
     }
     atomic_write_bytes(os.path.join(index_dir, ITEMS_FILE),
-                                items_json(header, describe_items(data, rows)).encode("utf-8"))
+                       items_json(header, describe_items(data, rows)).encode("utf-8"))
+    return rows
+
+
+def build(model_dir, index_dir=None, *, split="database", dataset=None, data_dir=None,
+          backend="auto", print_fn=print):
+    """Encodes a split's images and texts into DIR/index/{image,text}.npz and items.json."""
+    run = Run.open(model_dir)  # before TensorFlow loads: a typo fails at once
+    index_dir = index_dir_of(model_dir, index_dir)
+    encoder = ServingEncoder(served_model(model_dir))
+    data = run.load_data(dataset, data_dir)
+    rows = write_index(run, encoder, data, split, index_dir, backend)
     print_fn(f"Indexed {len(rows)} items of {data.name} (split {split}, {encoder.bits} bits) in "
              f"{index_dir}: image.npz (image codes), text.npz (text codes), {ITEMS_FILE}.")
     return index_dir
@@ -267,19 +259,19 @@ def encode_query(encoder, text=None, image=None, vector=None, vector_modality=No
     given = [name for name, value in (("--text", text), ("--image", image), ("--vector", vector))
              if value is not None]
     if len(given) != 1:
-        raise EvaluationError("give exactly one query: --text=\"...\", --image=PATH or "
+        raise SearchError("give exactly one query: --text=\"...\", --image=PATH or "
                               f"--vector=v1,v2,... (got {', '.join(given) or 'none'})")
     if text is not None:
         if not encoder.takes_raw_text:
-            raise EvaluationError("this model's texts are vectors (bag of words / features), not "
+            raise SearchError("this model's texts are vectors (bag of words / features), not "
                                   "raw text: pass --vector with --vector_modality=text")
         return "text", encoder.encode_texts([text]), f"text {text!r}"
     if image is not None:
         if not encoder.takes_image_files:
-            raise EvaluationError("this model's images are feature vectors, not image files: "
+            raise SearchError("this model's images are feature vectors, not image files: "
                                   "pass --vector with --vector_modality=image")
         if not os.path.isfile(image):
-            raise EvaluationError(f"--image={image}: no such file")
+            raise SearchError(f"--image={image}: no such file")
         with open(image, "rb") as stream:
             contents = stream.read()
         import tensorflow as tf
@@ -288,7 +280,7 @@ def encode_query(encoder, text=None, image=None, vector=None, vector_modality=No
             return "image", encoder.encode_image_files([contents]), f"image {image}"
         except tf.errors.InvalidArgumentError as error:
             reason = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", error.message).splitlines()[0]
-            raise EvaluationError(f"--image={image} is not a JPEG/PNG/GIF/BMP image: {reason}"
+            raise SearchError(f"--image={image} is not a JPEG/PNG/GIF/BMP image: {reason}"
                                   ) from None
     return _encode_vector(encoder, vector, vector_modality)
 
@@ -297,26 +289,26 @@ def _encode_vector(encoder, vector, modality):
     try:
         values = np.asarray([float(v) for v in vector], np.float32)[None]
     except ValueError:
-        raise EvaluationError(f"--vector takes comma-separated floats, got {vector}") from None
+        raise SearchError(f"--vector takes comma-separated floats, got {vector}") from None
     dims = encoder.vector_dims()
     if modality is None:
         matching = [name for name, dim in dims.items() if dim == values.shape[1]]
         if len(matching) != 1:
-            raise EvaluationError(f"--vector has {values.shape[1]} values; vector inputs of this "
+            raise SearchError(f"--vector has {values.shape[1]} values; vector inputs of this "
                                   f"model: {dims or 'none'}; set --vector_modality=image|text")
         modality = matching[0]
     if dims.get(modality) != values.shape[1]:
-        raise EvaluationError(f"--vector has {values.shape[1]} values, but this model's {modality}"
+        raise SearchError(f"--vector has {values.shape[1]} values, but this model's {modality}"
                               f" vectors have {dims.get(modality, 'no such input')}")
     encode = encoder.encode_images if modality == "image" else encoder.encode_text_vectors
     return modality, encode(values), f"{modality} vector of {values.shape[1]} values"
 
 
 def load_items(index_dir):
-    """items.json of an index folder; EvaluationError if the index was never built."""
+    """items.json of an index folder; SearchError if the index was never built."""
     path = os.path.join(index_dir, ITEMS_FILE)
     if not os.path.exists(path):
-        raise EvaluationError(f"no index in {index_dir}: run python -m daah_tf.search build "
+        raise SearchError(f"no index in {index_dir}: run python -m daah_tf.search build "
                               "--model_dir=DIR first")
     with open(path, encoding="utf-8") as stream:
         return json.load(stream)
@@ -341,9 +333,7 @@ def item_caption(item, modality):
 def query(model_dir, index_dir=None, *, text=None, image=None, vector=None, vector_modality=None,
           k=10, target=None, backend="auto", print_fn=print):
     """Prints and returns the k nearest items: [(rank, id, distance, caption)]."""
-    from daah_tf.index import HammingIndex
-
-    evaluate.check_run_dir(model_dir)
+    Run.open(model_dir)
     index_dir = index_dir_of(model_dir, index_dir)
     items = load_items(index_dir)  # before loading TensorFlow: a missing index fails fast
     encoder = ServingEncoder(served_model(model_dir))
@@ -395,7 +385,7 @@ def main(argv):
             query(FLAGS.model_dir, FLAGS.index, text=FLAGS.text, image=FLAGS.image,
                   vector=FLAGS.vector, vector_modality=FLAGS.vector_modality, k=FLAGS.k,
                   target=FLAGS.target, backend=FLAGS.backend)
-    except (EvaluationError, DatasetError, FileNotFoundError) as error:
+    except (RunError, DatasetError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from None
 
 

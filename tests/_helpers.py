@@ -3,6 +3,7 @@
 import contextlib
 
 import keras
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -14,3 +15,14 @@ def policy(name):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def brute_hamming(query_codes, db_codes):
+    """(Q, q) and (N, q) codes (sign = bit) -> (Q, N) int64 Hamming distances, pair by pair."""
+    q = np.asarray(query_codes) > 0
+    d = np.asarray(db_codes) > 0
+    out = np.zeros((len(q), len(d)), dtype=np.int64)
+    for i in range(len(q)):
+        for j in range(len(d)):
+            out[i, j] = int(np.sum(q[i] != d[j]))
+    return out

@@ -16,7 +16,7 @@ from test_metrics import (  # tests/ is on sys.path (no package)
     random_case,
 )
 
-from daah_tf import ap_kernels, metrics
+from daah_tf import ap_kernels, metrics, query_chunks
 
 needs_numba = pytest.mark.skipif(
     not ap_kernels.available(), reason=f"numba unavailable: {ap_kernels.unavailable_reason()}"
@@ -73,7 +73,7 @@ def test_compiled_edge_rows_and_radius_metrics():
     assert both_backends(q, d, ql, dl)[0][0] == 0.0
     rng = np.random.default_rng(5)
     case = random_case(rng, 13, 300, 12, 6)
-    prep = metrics._prepare(*case, packed=False)
+    prep = query_chunks.prepare(*case, packed=False)
     compiled = prep.histograms(0, 13, 13, compiled=True)
     numpy = prep.histograms(0, 13, 13, compiled=False)
     assert all(np.array_equal(a, b) for a, b in zip(compiled, numpy, strict=True))

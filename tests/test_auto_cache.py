@@ -99,8 +99,8 @@ def test_first_run_caches_the_features(run):
 
 
 def test_rerun_and_evaluate_reuse_the_cache(run, capsys):
-    from daah_tf.evaluate import evaluate_run
-    from daah_tf.training.trainer import load_data
+    from daah_tf.evaluation.run_report import evaluate_run
+    from daah_tf.training.data_loading import load_data
 
     config, _, cache_root, builds, _ = run
     again = load_data(config)  # what a rerun of the same command loads
@@ -114,7 +114,7 @@ def test_rerun_and_evaluate_reuse_the_cache(run, capsys):
 def test_a_changed_image_file_invalidates_the_cache(run, tmp_path):
     import shutil
 
-    from daah_tf.training.trainer import load_data
+    from daah_tf.training.data_loading import load_data
 
     config, data_dir, _, builds, _ = run
     copy = tmp_path / "copy"
@@ -143,10 +143,10 @@ def load_data_paths(folder):
 def test_saved_model_takes_image_bytes_and_matches_the_cache_path(run):
     import tensorflow as tf
 
+    from daah_tf.evaluation.encoding import CodeEncoder
+    from daah_tf.run import restore_model
     from daah_tf.saved_model_layout import latest_saved_model
-    from daah_tf.training.evaluation import CodeEncoder
-    from daah_tf.training.restore import restore_model
-    from daah_tf.training.trainer import load_data
+    from daah_tf.training.data_loading import load_data
 
     config, _, _, _, _ = run
     served = tf.saved_model.load(latest_saved_model(config.train.model_dir))

@@ -17,11 +17,11 @@ from daah_tf.data.feature_cache import (
     LABELS_FILE,
     MANIFEST_FILE,
     TEXTS_BOW_FILE,
-    build_backbone,
     load_feature_cache,
     write_feature_cache,
 )
 from daah_tf.data.synthetic import make_synthetic
+from daah_tf.models.backbones import build_backbone
 from daah_tf.saved_model_layout import latest_saved_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,5 +1,9 @@
 """daah_tf/models/image_hash_head.py: how a feature map enters fc6 (flatten or average)."""
 
+# The DAAH building blocks: straight-through threshold, attentions, encoders, hash heads.
+
+from __future__ import annotations
+
 import numpy as np
 import pytest
 
@@ -35,3 +39,9 @@ def test_unknown_pooling_is_refused():
     with pytest.raises(ValueError, match="pooling"):
         ImageHashHead(bits=4, pooling="max")
 
+
+def test_image_hash_head_dropout_only_in_training():
+    head = ImageHashHead(4, hidden_units=(16, 16), dropout=0.5)
+    features = np.random.default_rng(9).normal(size=(3, 8)).astype(np.float32)
+    np.testing.assert_array_equal(head(features), head(features))
+    assert not np.array_equal(head(features, training=True), head(features))

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from _helpers import brute_hamming
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score
@@ -15,16 +16,6 @@ from daah_tf import metrics
 
 # ---------------------------------------------------------------------------------------------
 # Brute force references: one query at a time, written plainly.
-
-
-def brute_hamming(query_codes, db_codes):
-    q = np.asarray(query_codes) > 0
-    d = np.asarray(db_codes) > 0
-    out = np.zeros((len(q), len(d)), dtype=np.int64)
-    for i in range(len(q)):
-        for j in range(len(d)):
-            out[i, j] = int(np.sum(q[i] != d[j]))
-    return out
 
 
 def brute_relevance(query_labels, db_labels):
@@ -73,55 +64,7 @@ def random_case(rng, n_query, n_db, bits, n_labels, p_label=0.3):
 
 
 # ---------------------------------------------------------------------------------------------
-# Packing, distances, relevance
-
-
-@pytest.mark.parametrize("bits", [1, 7, 8, 13, 64, 65, 130])
-def test_pack_unpack_round_trip(bits):
-    codes = np.random.default_rng(bits).choice([-1, 1], size=(9, bits)).astype(np.int8)
-    packed = metrics.pack_codes(codes)
-    assert packed.dtype == np.uint8 and packed.shape == (9, math.ceil(bits / 8))
-    np.testing.assert_array_equal(metrics.unpack_codes(packed, bits), codes)
-
-
-def test_pack_bit_order_and_sign_rule():
-    codes = np.array([[1, -1, -1, -1, -1, -1, -1, -1, 1], [0.5, 0, -0.2, 1, 1, 1, 1, 1, -1]])
-    # Big bit order: dimension 0 is the top bit of byte 0; padding bits are 0; 0 counts as -1.
-    np.testing.assert_array_equal(metrics.pack_codes(codes), [[128, 128], [0b10011111, 0]])
-
-
-def test_as_packed_codes_errors():
-    with pytest.raises(ValueError, match="uint8"):
-        metrics.as_packed_codes(np.zeros((2, 1), dtype=np.int8), 8)
-    with pytest.raises(ValueError, match="bytes"):
-        metrics.as_packed_codes(np.zeros((2, 2), dtype=np.uint8), 8)
-    with pytest.raises(ValueError, match="padding"):
-        metrics.as_packed_codes(np.array([[0, 1]], dtype=np.uint8), 12)
-    with pytest.raises(ValueError, match="2-D"):
-        metrics.as_packed_codes(np.zeros(3, dtype=np.uint8), 8)
-
-
-@pytest.mark.parametrize("bits", [3, 8, 16, 24, 64, 100, 300])
-def test_hamming_matches_unpacked_count(bits):
-    rng = np.random.default_rng(bits)
-    q, d, _, _ = random_case(rng, 5, 11, bits, 2)
-    dist = metrics.hamming_distance(metrics.pack_codes(q), metrics.pack_codes(d))
-    assert dist.shape == (5, 11) and dist.dtype == np.int32
-    np.testing.assert_array_equal(dist, brute_hamming(q, d))
-
-
-def test_hamming_chunked_equals_unchunked():
-    rng = np.random.default_rng(0)
-    q, d, _, _ = random_case(rng, 23, 40, 32, 2)
-    qp, dp = metrics.pack_codes(q), metrics.pack_codes(d)
-    full = metrics.hamming_distance(qp, dp)
-    for chunk in (1, 5, 23, 100):
-        np.testing.assert_array_equal(metrics.hamming_distance(qp, dp, chunk_size=chunk), full)
-
-
-def test_hamming_width_mismatch():
-    with pytest.raises(ValueError, match="code width"):
-        metrics.hamming_distance(np.zeros((2, 8), np.uint8), np.zeros((3, 4), np.uint8))
+# Relevance (packing and distances: tests/test_hamming.py)
 
 
 @pytest.mark.parametrize("n_labels", [1, 24, 64, 70, 200])
@@ -222,17 +165,6 @@ def test_tie_average_large_groups_are_accurate():
         expected += math.fsum((r / n) * (rel_seen + 1 + (o - 1) * pair) / (seen + o))
         seen, rel_seen = seen + n, rel_seen + r
     assert got == pytest.approx(expected / hits, rel=1e-12)
-
-
-def test_harmonic_diff_accuracy():
-    rng = np.random.default_rng(0)
-    lo = np.concatenate([[0, 0, 1, 63, 64, 65, 200_000], rng.integers(0, 300_000, 20)])
-    hi = lo + np.concatenate([[0, 70, 5, 1, 1, 100, 3], rng.integers(0, 1000, 20)])
-    got = metrics._harmonic_diff(lo, hi)
-    expected = [
-        math.fsum(1.0 / j for j in range(a + 1, b + 1)) for a, b in zip(lo, hi, strict=True)
-    ]
-    np.testing.assert_allclose(got, expected, rtol=1e-13, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,14 +415,6 @@ def test_counting_pass_edge_rows():
     # a database of one item, and relevant items only beyond the cut-off
     assert metrics.average_precision_from_distances([[3]], [[True]])[0] == 1.0
     assert metrics.average_precision_from_distances([[0, 1]], [[False, True]], top_k=1)[0] == 0
-
-
-def test_rank_table_cache_follows_database_size():
-    first = metrics.average_precision_from_distances([[0, 1, 1]], [[0, 1, 1]])
-    second = metrics.average_precision_from_distances([[0, 1]], [[0, 1]])
-    np.testing.assert_allclose(first, [(1 / 2 + 2 / 3) / 2])
-    np.testing.assert_allclose(second, [1 / 2])
-    assert list(metrics._RANK_TABLES) == [2]  # one size kept: memory stays bounded
 
 
 def test_million_item_database_in_bounded_memory():

@@ -1,4 +1,4 @@
-"""daah_tf.serve: the HTTP API over one smoke-trained run (trained once for the module).
+"""daah_tf.serve: the HTTP API over one smoke-trained run (a copy of the session's).
 
 Hits are checked against the SavedModel and a brute-force Hamming ranking made here; every
 hostile request gets a 4xx JSON error naming the problem, and the service answers a normal
@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -32,7 +33,6 @@ from PIL import Image  # noqa: E402
 from daah_tf.metrics import hamming_distance  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOKE = os.path.join(REPO, "flags", "smoke.cfg")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
@@ -43,10 +43,11 @@ def run_module(module, *args, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def model_dir(smoke_run, tmp_path_factory):
+    """A copy of the session's smoke-trained run (tests/conftest.py): the service builds its
+    index inside the run directory."""
     directory = str(tmp_path_factory.mktemp("serve") / "run")
-    result = run_module("daah_tf.train", f"--flagfile={SMOKE}", f"--model_dir={directory}")
-    assert result.returncode == 0, result.stdout + result.stderr
+    shutil.copytree(smoke_run[0], directory)
     return directory
 
 
@@ -387,8 +388,6 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 def chromium_driver(profile_dir):
     """A headless Chromium under selenium; pytest.skip with the reason where none can start."""
-    import shutil
-
     webdriver = pytest.importorskip("selenium.webdriver",
                                     reason="selenium is not installed (the browser extra)")
     binary = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -1,10 +1,17 @@
 """daah_tf/models/straight_through.py: the attention mask Z = 1[softmax(M) >= 1/n] and where its
 straight-through gradient sits, against NumPy."""
 
+# The DAAH building blocks: straight-through threshold, attentions, encoders, hash heads.
+
+from __future__ import annotations
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from daah_tf.models import (
+    straight_through_threshold,
+)
 from daah_tf.models.straight_through import attention_mask
 
 
@@ -54,3 +61,71 @@ def test_probability_estimator_gradient_goes_through_the_softmax_jacobian():
 def test_unknown_estimator_is_refused():
     with pytest.raises(ValueError, match="mask estimator"):
         attention_mask(tf.zeros((1, 3)), "soft")
+
+
+def np_softmax(x):
+    x = np.asarray(x, np.float64)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_straight_through_forward_is_exact_indicator():
+    rng = np.random.default_rng(0)
+    probabilities = np_softmax(rng.normal(size=(4, 9))).astype(np.float32)
+    alpha = 1.0 / 9
+    mask = straight_through_threshold(tf.constant(probabilities), alpha)
+    assert mask.dtype == tf.float32 and mask.shape == (4, 9)
+    assert set(np.unique(mask.numpy())) <= {0.0, 1.0}
+    np.testing.assert_array_equal(mask.numpy(), (probabilities >= np.float32(alpha)).astype(float))
+    # P == alpha counts as attended (>=).
+    tie = straight_through_threshold(tf.constant([[0.25, 0.5, 0.1]]), 0.25).numpy()
+    np.testing.assert_array_equal(tie, [[1.0, 1.0, 0.0]])
+
+
+def test_straight_through_gradient_is_upstream_inside_window():
+    rng = np.random.default_rng(1)
+    probabilities = tf.Variable(np_softmax(rng.normal(size=(3, 8))).astype(np.float32))
+    weights = tf.constant(rng.normal(size=(3, 8)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        mask = straight_through_threshold(probabilities, 1.0 / 8)
+        objective = tf.reduce_sum(weights * mask)
+    gradient = tape.gradient(objective, probabilities)
+    # Softmax outputs always lie in the window |P - alpha| <= 1: the gradient is the upstream.
+    np.testing.assert_array_equal(gradient.numpy(), weights.numpy())
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["eager", "tf.function"])
+def test_straight_through_gradient_is_zero_outside_window(traced):
+    rng = np.random.default_rng(2)
+    scores = (3.0 * rng.normal(size=(4, 10))).astype(np.float32)  # unnormalised
+    alpha = np.float32(0.2)
+    weights = rng.normal(size=(4, 10)).astype(np.float32)
+
+    def forward_backward(scores):
+        with tf.GradientTape() as tape:
+            tape.watch(scores)
+            mask = straight_through_threshold(scores, alpha)
+            objective = tf.reduce_sum(weights * mask)
+        return mask, tape.gradient(objective, scores)
+
+    if traced:
+        forward_backward = tf.function(forward_backward)
+    mask, gradient = forward_backward(tf.constant(scores))
+    inside = np.abs(scores - alpha) <= 1.0
+    assert inside.any() and (~inside).any()
+    np.testing.assert_array_equal(mask.numpy(), (scores >= alpha).astype(np.float32))
+    np.testing.assert_array_equal(gradient.numpy(), np.where(inside, weights, 0.0))
+
+
+def test_straight_through_keeps_dtype_and_gives_alpha_no_gradient():
+    probabilities = tf.constant([[0.1, 0.6, 0.3]], tf.float16)
+    alpha = tf.Variable(1.0 / 3)
+    with tf.GradientTape() as tape:
+        tape.watch(probabilities)
+        mask = straight_through_threshold(probabilities, alpha)
+        objective = tf.reduce_sum(mask * tf.constant([[1.0, 2.0, 3.0]], tf.float16))
+    assert mask.dtype == tf.float16
+    np.testing.assert_array_equal(mask.numpy(), [[0, 1, 0]])
+    grad_p, grad_alpha = tape.gradient(objective, [probabilities, alpha])
+    np.testing.assert_array_equal(grad_p.numpy(), [[1, 2, 3]])
+    assert grad_alpha is None or float(grad_alpha) == 0.0

@@ -77,10 +77,11 @@ def run_case(case, repeats):
     """{"frozen", "cache", "trainable": s/step, "cache_build": s, ...} medians over repeats."""
     import keras
 
-    from daah_tf.data.feature_cache import build_backbone, load_feature_cache, write_feature_cache
+    from daah_tf.data.feature_cache import load_feature_cache, write_feature_cache
     from daah_tf.data.pipeline import make_pipeline
     from daah_tf.data.synthetic import make_synthetic
     from daah_tf.data.text_featurizer import TextFeaturizer
+    from daah_tf.models.backbones import build_backbone
 
     keras.utils.set_random_seed(0)
     size, batch = case["size"], case["batch"]

@@ -77,8 +77,9 @@ def _progress():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])} (flags start with --)")
-    from daah_tf.data.feature_cache import build_backbone, write_feature_cache
+    from daah_tf.data.feature_cache import write_feature_cache
     from daah_tf.data.registry import load_dataset
+    from daah_tf.models.backbones import build_backbone
     from daah_tf.models.image_encoder import ImageWeightsUnavailableError
 
     if os.path.exists(FLAGS.out) and not FLAGS.overwrite:

@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from daah_tf.atomic import atomic_write_text  # noqa: E402
 from daah_tf.data.text_featurizer import TextFeaturizer  # noqa: E402
-from daah_tf.evaluate import load_run_data, run_config  # noqa: E402
-from daah_tf.training.evaluation import chance_map, retrieval_maps  # noqa: E402
+from daah_tf.evaluation.retrieval import chance_map, retrieval_maps  # noqa: E402
+from daah_tf.run import LINEAR_FLOOR_FILE, Run  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "A run directory of python -m daah_tf.train.")
@@ -82,8 +82,9 @@ def floor_codes(train_x, train_labels, xs, projection, alpha):
 def linear_floor(model_dir, alpha=1.0, seed=0, text_mode="run"):
     """The floor's mAP@all in the four directions (query vs database) and the chance mAP.
     text_mode: "run" (the run's text inputs) or "char_tfidf" (raw texts, char uni+bigrams)."""
-    config = run_config(model_dir)
-    data = load_run_data(model_dir, config, config.data.dataset)
+    run = Run.open(model_dir)
+    config = run.config
+    data = run.load_data()
     rows = {name: np.asarray(data.splits[name]) for name in ("train", "query", "database")}
     labels = {name: data.labels[index] for name, index in rows.items()}
     projection = np.random.default_rng(seed).normal(
@@ -116,7 +117,8 @@ def main(argv):
         raise app.UsageError("--model_dir is required")
     results = linear_floor(FLAGS.model_dir, FLAGS.alpha, FLAGS.seed, FLAGS.text_features)
     suffix = "" if FLAGS.text_features == "run" else f"_{FLAGS.text_features}"
-    atomic_write_text(os.path.join(FLAGS.model_dir, f"linear_floor{suffix}.json"),
+    stem, extension = os.path.splitext(LINEAR_FLOOR_FILE)
+    atomic_write_text(os.path.join(FLAGS.model_dir, f"{stem}{suffix}{extension}"),
                       json.dumps(results, indent=2, sort_keys=True))
     print(f"linear floor on {results['dataset']} ({results['bits']} bits, text "
           f"{results['text_features']}): mAP "

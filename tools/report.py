@@ -45,11 +45,12 @@ from it. The report checks the runs' splits.json and says which case it saw.
 
 The `floor` pseudo-method is `tools/linear_floor.py` on the DAAH run of the same bits and seed
 (its splits and input features; ridge to the labels, random projection, sign): see
-tools/report_seeds.py, which also holds the mean ± std tables.
+tools/report_seeds.py, which also holds the mean ± std tables. The Markdown text and the PR
+figure are written by tools/report_output.py.
 
-The PR curves are computed here from codes: the run's best checkpoint (restore_model), the
-run's query and database splits (splits.json), `CodeEncoder` and
-`daah_tf.metrics.precision_recall_curve`. They are cached in <runs_dir>/<dataset>/pr_curves.json
+The PR curves are computed here from codes: the run's best checkpoint and its query and database
+splits (splits.json), opened with `daah_tf.run.Run`, and
+`daah_tf.evaluation.retrieval.pr_curves`. They are cached in <runs_dir>/<dataset>/pr_curves.json
 keyed by a hash of each run's metrics.json, so a rerun with every cell reused loads no
 TensorFlow at all.
 
@@ -64,15 +65,11 @@ Methods:
 import argparse
 import datetime
 import hashlib
-import io
 import json
 import logging
-import math
 import os
 import shlex
-import subprocess
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ chatter
 
@@ -80,10 +77,15 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-import report_seeds  # noqa: E402  (tools/; no TensorFlow behind it)
+import report_output  # noqa: E402  (tools/; no TensorFlow behind these two)
+import report_seeds  # noqa: E402
+from report_output import configured_epochs  # noqa: E402
 from report_seeds import FLOOR  # noqa: E402
 
-from daah_tf.atomic import atomic_write_bytes  # noqa: E402  (no TensorFlow behind it)
+# No TensorFlow behind these: it loads only when a run is restored.
+from daah_tf.atomic import atomic_write_bytes  # noqa: E402
+from daah_tf.evaluation import retrieval  # noqa: E402
+from daah_tf.run import CONFIG_FILE, METRICS_FILE, TRAIN_LOG_FILE, Run  # noqa: E402
 
 # name: (flags added to the train command, what the report calls it)
 METHODS = {
@@ -94,7 +96,6 @@ METHODS = {
     FLOOR: (None, "linear floor: ridge + projection + sign, on the DAAH run's inputs"),
 }
 LABELS = {name: label for name, (_, label) in METHODS.items()}
-DIRECTIONS = {"i2t": "I->T", "t2i": "T->I"}
 LOG_TAIL_LINES = 15
 
 
@@ -228,26 +229,16 @@ def run_cell(args, method, bits, seed, position, total, print_fn=print):
     cell = {"method": method, "bits": bits, "seed": seed, "model_dir": model_dir,
             "command": display_command(command), "metrics": None, "config": None,
             "statistics": {}, "seconds": 0.0}
-    metrics_path = os.path.join(model_dir, "metrics.json")
+    metrics_path = os.path.join(model_dir, METRICS_FILE)
     label = f"[{position}/{total}] {method} {bits} bits seed {seed}"
     if os.path.exists(metrics_path):
         cell["status"] = "reused"
         print_fn(f"{label}: reusing {model_dir} (metrics.json exists; not retrained)")
     else:
         os.makedirs(model_dir, exist_ok=True)
-        log_path = os.path.join(model_dir, "train.log")
+        log_path = os.path.join(model_dir, TRAIN_LOG_FILE)
         print_fn(f"{label}: training into {model_dir} (log: {log_path})", flush=True)
-        environment = dict(os.environ)
-        # The subprocess must import this checkout's daah_tf whatever the caller's cwd.
-        environment["PYTHONPATH"] = os.pathsep.join(
-            p for p in (REPO_ROOT, environment.get("PYTHONPATH")) if p)
-        started = time.time()
-        with open(log_path, "a", encoding="utf-8") as log:
-            log.write(f"$ {shlex.join(command)}\n")
-            log.flush()
-            returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT,
-                                         env=environment)
-        cell["seconds"] = time.time() - started
+        returncode, cell["seconds"] = report_seeds.run_logged(command, log_path, append=True)
         if returncode != 0 or not os.path.exists(metrics_path):
             cell["status"] = "failed"
             print_fn(f"{label}: training FAILED (exit status {returncode}); last lines of "
@@ -255,10 +246,10 @@ def run_cell(args, method, bits, seed, position, total, print_fn=print):
             return cell
         cell["status"] = "trained"
     cell["metrics"] = _read_json(metrics_path)
-    config_path = os.path.join(model_dir, "config.json")
+    config_path = os.path.join(model_dir, CONFIG_FILE)
     cell["config"] = _read_json(config_path) if os.path.exists(config_path) else None
     cell["statistics"] = report_seeds.last_epoch_statistics(model_dir, cell["metrics"])
-    epochs = _configured_epochs(cell)
+    epochs = configured_epochs(cell)
     if cell["status"] == "reused" and args.epochs is not None and epochs != args.epochs:
         print_fn(f"{label}: note: the reused run was configured for {epochs} epochs, not "
                  f"--epochs={args.epochs}; delete {model_dir} to retrain it")
@@ -269,22 +260,13 @@ def run_cell(args, method, bits, seed, position, total, print_fn=print):
     return cell
 
 
-def _configured_epochs(cell):
-    config = cell["config"] or {}
-    return config.get("train", {}).get("epochs")
-
-
 # ----------------------------------------------------------------------------------------------
 # PR curves from codes
 
 
 def _metrics_stamp(model_dir):
-    with open(os.path.join(model_dir, "metrics.json"), "rb") as stream:
+    with open(os.path.join(model_dir, METRICS_FILE), "rb") as stream:
         return hashlib.sha1(stream.read()).hexdigest()
-
-
-def _finite_or_none(values):
-    return [float(v) if math.isfinite(float(v)) else None for v in values]
 
 
 def compute_pr_curves(model_dir, data_cache=None):
@@ -299,36 +281,21 @@ def compute_pr_curves(model_dir, data_cache=None):
         {"i2t": {"precision": [...], "recall": [...]}, "t2i": ...}, each list (q + 1,) over
         radius 0..q, None where undefined (no query retrieves anything at that radius).
     """
-    from daah_tf import metrics
-    from daah_tf.data.splits import read_splits
-    from daah_tf.evaluate import check_input_kinds, load_run_data, split_rows
-    from daah_tf.training.evaluation import CodeEncoder
-    from daah_tf.training.restore import restore_model
-
     # Restoring for inference leaves the checkpoint's save_counter unread, which TensorFlow
     # reports as a warning that means nothing here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    model, featurizer, config, inputs = restore_model(model_dir)
+    run = Run.open(model_dir)
+    run.restore()
     # The data depends on the data settings only; the split comes from each run's splits.json.
-    data_key = json.dumps(json.loads(config.to_json())["data"], sort_keys=True)
+    data_key = json.dumps(json.loads(run.config.to_json())["data"], sort_keys=True)
     data_cache = {} if data_cache is None else data_cache
     if data_key not in data_cache:
-        data_cache[data_key] = load_run_data(model_dir, config, config.data.dataset)
-    data = data_cache[data_key]
-    data.splits = read_splits(os.path.join(model_dir, "splits.json"))
-    check_input_kinds(data, inputs)
-    query_rows, db_rows = split_rows(data, "query"), split_rows(data, "database")
-    encoder = CodeEncoder(model)
-    batch, size = config.data.batch_size, config.data.image_size
-    query = encoder.encode_split(data, query_rows, batch, featurizer, size)
-    database = encoder.encode_split(data, db_rows, batch, featurizer, size)
-    curves = {}
-    for name, (source, target) in (("i2t", ("image", "text")), ("t2i", ("text", "image"))):
-        precision, recall = metrics.precision_recall_curve(
-            query[source], database[target], data.labels[query_rows], data.labels[db_rows])
-        curves[name] = {"precision": _finite_or_none(precision),
-                        "recall": _finite_or_none(recall)}
-    return curves
+        data_cache[data_key] = run.load_data()
+    data = run.with_splits(data_cache[data_key])
+    run.check_inputs(data)
+    (query_rows, query), (db_rows, database) = run.encode_splits(data, "query", "database")
+    return retrieval.pr_curves(query, data.labels[query_rows], database, data.labels[db_rows],
+                               retrieval.CROSS_MODAL)
 
 
 def pr_curves_for(cells, cache_path, print_fn=print):
@@ -365,143 +332,6 @@ def pr_curves_for(cells, cache_path, print_fn=print):
 
 
 # ----------------------------------------------------------------------------------------------
-# Output
-
-
-def plot_pr_curves(curves, methods, dataset, bits, path, chance=None):
-    """Writes the PR figure (one panel per direction, one line per method) as PNG.
-
-    curves: {method: compute_pr_curves(...)}; chance: the chance level, drawn dotted, or None.
-    Returns the path, or None (with the reason printed) when matplotlib is missing.
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only, never a window
-        from matplotlib import pyplot
-    except ImportError:
-        print("PR figure skipped: it needs matplotlib, the `plot` extra "
-              "(pip install -e '.[plot]').")
-        return None
-    figure, axes = pyplot.subplots(1, len(DIRECTIONS), figsize=(10, 4.6), sharey=True)
-    for panel, (direction, label) in zip(axes, DIRECTIONS.items(), strict=True):
-        for method in methods:
-            if method not in curves:
-                continue
-            curve = curves[method][direction]
-            recall = [math.nan if v is None else v for v in curve["recall"]]
-            precision = [math.nan if v is None else v for v in curve["precision"]]
-            panel.plot(recall, precision, marker=".", markersize=4,
-                       label=METHODS[method][1])
-        if chance is not None:
-            panel.axhline(chance, color="grey", linestyle=":", label="chance")
-        panel.set(xlabel="recall", title=f"{label}, {dataset}, {bits} bits",
-                  xlim=(0, 1.02), ylim=(0, 1.02))
-        panel.grid(alpha=0.3)
-    axes[0].set_ylabel("precision")
-    # One legend below both panels: inside a panel it would hide curves.
-    handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8,
-                  frameon=False)
-    figure.suptitle("Precision-recall by Hamming radius 0..q (query vs database)", fontsize=10)
-    figure.tight_layout(rect=(0, 0.07, 1, 1))
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    pyplot.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
-
-
-def _fmt(value, digits=4):
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _cell_map(cells, method, bits, key):
-    for cell in cells:
-        if cell["method"] == method and cell["bits"] == bits and cell["metrics"]:
-            return cell["metrics"].get(key)
-    return None
-
-
-def runs_table(cells):
-    lines = ["| method | bits | seed | run directory | epochs (configured / trained) | "
-             "best epoch | status | seconds (metrics.json) |",
-             "|---|---:|---:|---|---|---:|---|---:|"]
-    for cell in cells:
-        metrics = cell["metrics"] or {}
-        seconds = metrics.get("seconds")
-        if cell["method"] == FLOOR:
-            lines.append(f"| `floor` | {cell['bits']} | {cell['seed']} | `{cell['model_dir']}` "
-                         f"(linear_floor.json) | - | - | {cell['status']} | - |")
-            continue
-        lines.append(
-            f"| `{cell['method']}` | {cell['bits']} | {cell['seed']} | `{cell['model_dir']}` | "
-            f"{_configured_epochs(cell) or 'n/a'} / {metrics.get('epochs_trained', 'n/a')} | "
-            f"{metrics.get('best_epoch', 'n/a')} | {cell['status']} | "
-            f"{'n/a' if seconds is None else f'{seconds:.0f}'} |")
-    return lines
-
-
-def report_markdown(args, cells, command_line, figure_path, started_at):
-    """The report's text."""
-    bits_list, methods = args.bits, args.methods
-    first = next((c for c in cells if c["metrics"] and c["method"] != FLOOR), None)
-    name = args.name if args.name == args.dataset else f"{args.name} ({args.dataset})"
-    lines = [f"# DAAH ablation report: {name}", "",
-             f"- date: {started_at}",
-             f"- command: `{command_line}`",
-             f"- seeds: {', '.join(str(s) for s in args.seeds)} (each a separate run; tables: "
-             "mean ± sample standard deviation over the seeds)",
-             f"- runs: `{os.path.join(args.runs_dir, args.name)}`"
-             + (f", data: `{args.data_dir}`" if args.data_dir else ""),
-             f"- epochs: {args.epochs if args.epochs is not None else 'the flagfile default'}"
-             + _epochs_note(cells)]
-    if first is not None:
-        metrics = first["metrics"]
-        lines.append(f"- split: query {metrics['num_query']} vs database "
-                     f"{metrics['num_database']}; model selection on the validation split "
-                     "carved from the training pairs")
-    lines += ["", "## mAP@all (Hamming ranking, query vs database)", ""]
-    lines += report_seeds.map_table(cells, methods, bits_list, LABELS, args.seeds, DIRECTIONS)
-    lines += ["", "Chance is the mAP of a random ranking (the mean share of relevant database "
-              "items per query). The floor is `tools/linear_floor.py` on each seed's DAAH run "
-              "(same splits and input features, projection seeded by the run's seed)."]
-    split_note = report_seeds.split_note(cells)
-    if split_note:
-        lines += ["", split_note]
-    lines += ["", "## Attention and codes at the last epoch", "",
-              "Share of attended image and text feature dimensions (cells) and bit balance (mean "
-              "over bits of |batch mean of sign(H)|: 0 balanced, 1 constant codes), training "
-              "batches of the last epoch. Where the dataset has object boxes: mean IoU, over "
-              "the query images, between the attended cells of the image mask (upsampled to "
-              "pixels) and the union of the object boxes, against random masks with as many "
-              "attended cells. `no_adversarial` keeps the attention layer at its random initial "
-              "weights: the control without the adversarial game.", ""]
-    lines += report_seeds.diagnostics_table(cells, methods, bits_list, LABELS, args.seeds)
-    largest = max(bits_list)
-    if figure_path:
-        relative = os.path.relpath(figure_path, os.path.dirname(os.path.abspath(args.out)))
-        lines += ["", f"## Precision-recall at {largest} bits", "",
-                  f"![PR curves at {largest} bits]({relative})", "",
-                  f"Seed {args.seeds[0]}'s runs. Precision and recall of retrieving everything "
-                  "within Hamming radius r, "
-                  f"r = 0..{largest}, mean over queries (precision over the queries that "
-                  "retrieve something at that radius)."]
-    lines += ["", "## Runs", ""] + runs_table(cells)
-    lines += ["", "Train commands (each cell; `reused` cells were not rerun):", "", "```"]
-    lines += [cell["command"] for cell in cells]
-    lines += ["```", ""]
-    return "\n".join(lines)
-
-
-def _epochs_note(cells):
-    configured = sorted({_configured_epochs(c) for c in cells if c["config"]} - {None})
-    if not configured:
-        return ""
-    return f" (configured in the runs: {', '.join(str(e) for e in configured)})"
-
-
-# ----------------------------------------------------------------------------------------------
 
 
 def main(argv=None):
@@ -527,11 +357,11 @@ def main(argv=None):
                             and c["seed"] == args.seeds[0]], cache_path)
     figure_path = None
     if curves:
-        chance = next((_cell_map(cells, m, largest, "chance_map") for m in trained
-                       if _cell_map(cells, m, largest, "chance_map") is not None), None)
-        figure_path = plot_pr_curves(curves, trained, args.name, largest, args.figure,
-                                     chance)
-    text = report_markdown(args, cells, command_line, figure_path, started_at)
+        chance = report_output.chance_level(cells, trained, largest)
+        figure_path = report_output.plot_pr_curves(curves, trained, LABELS, args.name, largest,
+                                                   args.figure, chance)
+    text = report_output.report_markdown(args, cells, LABELS, command_line, figure_path,
+                                         started_at)
     atomic_write_bytes(args.out, text.encode())
     print(f"Wrote {args.out}" + (f" and {figure_path}" if figure_path else ""))
     failed = [f"{c['method']}_{c['bits']}bit/seed{c['seed']}" for c in cells

@@ -7,16 +7,20 @@ splits, its input features, its text featurizer; projection seed = the run's see
 <daah run>/linear_floor.json and reused while that file is newer than the run's metrics.json.
 The attended shares and bit balances are the last epoch's training values, read from the run's
 metrics.json where it holds them, else from the Keras progress lines of its train.log.
+`run_logged` runs a cell's subprocess (training, or the floor) into the cell's log file.
 """
 
 import json
 import math
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
 import time
+
+from daah_tf.run import LINEAR_FLOOR_FILE, METRICS_FILE, SPLITS_FILE, TRAIN_LOG_FILE
 
 TOOLS_DIR = os.path.dirname(os.path.abspath(__file__))
 FLOOR = "floor"
@@ -42,7 +46,7 @@ def last_epoch_statistics(model_dir, metrics=None):
     """
     found = {}
     try:
-        with open(os.path.join(model_dir, "train.log"), encoding="utf-8",
+        with open(os.path.join(model_dir, TRAIN_LOG_FILE), encoding="utf-8",
                   errors="replace") as stream:
             text = stream.read()
     except OSError:
@@ -55,6 +59,25 @@ def last_epoch_statistics(model_dir, metrics=None):
         if metrics and isinstance(metrics.get(name), (int, float)):
             found[name] = float(metrics[name])
     return found
+
+
+def run_logged(command, log_path, append=False):
+    """Runs argv ``command`` with stdout and stderr to ``log_path``: (exit status, seconds).
+
+    The subprocess imports this checkout's daah_tf whatever the caller's cwd. ``append``: add to
+    the log after a `$ command` line (a resumed run keeps the earlier output); else overwrite it.
+    """
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        p for p in (os.path.dirname(TOOLS_DIR), environment.get("PYTHONPATH")) if p)
+    started = time.time()
+    with open(log_path, "a" if append else "w", encoding="utf-8") as log:
+        if append:
+            log.write(f"$ {shlex.join(command)}\n")
+            log.flush()
+        returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT,
+                                     env=environment)
+    return returncode, time.time() - started
 
 
 def floor_cell(daah_cell, print_fn=print):
@@ -72,8 +95,8 @@ def floor_cell(daah_cell, print_fn=print):
         cell["status"] = "failed"
         print_fn(f"{label}: skipped, its DAAH run did not finish")
         return cell
-    path = os.path.join(model_dir, "linear_floor.json")
-    metrics_path = os.path.join(model_dir, "metrics.json")
+    path = os.path.join(model_dir, LINEAR_FLOOR_FILE)
+    metrics_path = os.path.join(model_dir, METRICS_FILE)
     if os.path.exists(path) and os.path.getmtime(path) >= os.path.getmtime(metrics_path):
         with open(path, encoding="utf-8") as stream:
             saved = json.load(stream)
@@ -82,21 +105,14 @@ def floor_cell(daah_cell, print_fn=print):
             print_fn(f"{label}: reusing {path}")
             return cell
     print_fn(f"{label}: ridge + projection on the inputs of {model_dir}", flush=True)
-    started = time.time()
     # A subprocess: linear_floor defines absl flags that daah_tf.flags also defines.
     command = [sys.executable, os.path.join(TOOLS_DIR, "linear_floor.py"),
                f"--model_dir={model_dir}", f"--seed={seed}"]
-    environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join(
-        p for p in (os.path.dirname(TOOLS_DIR), environment.get("PYTHONPATH")) if p)
-    with open(os.path.join(model_dir, "linear_floor.log"), "w", encoding="utf-8") as log:
-        returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT,
-                                     env=environment)
-    cell["seconds"] = time.time() - started
+    log_path = os.path.join(model_dir, "linear_floor.log")
+    returncode, cell["seconds"] = run_logged(command, log_path)
     if returncode != 0 or not os.path.exists(path):
         cell["status"] = "failed"
-        print_fn(f"{label}: FAILED (exit status {returncode}); see "
-                 f"{os.path.join(model_dir, 'linear_floor.log')}")
+        print_fn(f"{label}: FAILED (exit status {returncode}); see {log_path}")
         return cell
     with open(path, encoding="utf-8") as stream:
         cell.update(status="computed", metrics=json.load(stream))
@@ -170,7 +186,7 @@ def split_note(cells):
     """One sentence: whether the query and database splits are the same in every seed's run."""
     by_seed = {}
     for cell in cells:
-        path = os.path.join(cell["model_dir"], "splits.json")
+        path = os.path.join(cell["model_dir"], SPLITS_FILE)
         if cell["method"] == FLOOR or cell["metrics"] is None or not os.path.exists(path):
             continue
         with open(path, encoding="utf-8") as stream:

@@ -28,6 +28,11 @@ import subprocess
 import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+from daah_tf.run import METRICS_FILE  # noqa: E402  (no TensorFlow behind it)
+
 LITERAL = ("--mask_estimator=probability", "--attention_objective=adversarial")
 DEFAULT_GAME = ("--mask_estimator=logit", "--attention_objective=adversarial_retrieval")
 WIKI = ("--flagfile=flags/wiki_16bit.cfg",)
@@ -64,7 +69,7 @@ def run_row(name, row_flags, data_dir, runs_dir, index):
     if data_dir:
         command.append(f"--data_dir={os.path.abspath(data_dir)}")
     command += [f"--model_dir={model_dir}", "--verbose=2"]
-    metrics_path = os.path.join(model_dir, "metrics.json")
+    metrics_path = os.path.join(model_dir, METRICS_FILE)
     log_path = os.path.join(model_dir + ".log")
     reused = os.path.exists(metrics_path)
     if not reused:

@@ -36,6 +36,7 @@ The PNG is written atomically (temporary file, then rename). Needs matplotlib, t
 
 import argparse
 import io
+import logging
 import os
 import sys
 import textwrap
@@ -48,7 +49,10 @@ if REPO_ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from daah_tf.atomic import atomic_write_bytes  # noqa: E402  (no TensorFlow behind it)
+# No TensorFlow behind these: it loads when the run is restored.
+from daah_tf.atomic import atomic_write_bytes  # noqa: E402
+from daah_tf.evaluation.diagnostics import mask_iou, upsample_cells  # noqa: E402
+from daah_tf.run import CHECKPOINTS, Run, RunError, split_rows  # noqa: E402
 
 # Figure geometry: the PNG is exactly figure_size_pixels(num) (no tight bounding box).
 WIDTH_IN = 12.0
@@ -148,31 +152,17 @@ def load_examples(model_dir, num, split="query", checkpoint="best", data_dir=Non
         words: n lists of (word, score), best first; attended_text_fraction: (n,);
         mask_iou: (n,) per-example IoU with the boxes and random_mask_iou (n,), or None.
     """
-    import logging
-
     # Restoring for inference leaves the checkpoint's save_counter unread; TensorFlow warns.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    from daah_tf.data.pipeline import make_pipeline
-    from daah_tf.evaluate import check_input_kinds, load_run_data, run_config, split_rows
-    from daah_tf.training.evaluation import mask_iou
-    from daah_tf.training.restore import restore_model
-
-    if not os.path.exists(os.path.join(model_dir, "config.json")):
-        raise VisualizeError(f"--model_dir={model_dir} is not a run directory (no config.json)")
-    model, featurizer, trained_config, inputs = restore_model(model_dir, checkpoint)
+    run = Run.open(model_dir)
+    model = run.restore(checkpoint)
     if model.image_attention is None or model.text_attention is None:
         raise VisualizeError(f"{model_dir} was trained without attention (--attention=none): "
                              "there is no mask to draw")
-    config = run_config(model_dir, data_dir=data_dir)
-    data = load_run_data(model_dir, config, trained_config.data.dataset)
-    check_input_kinds(data, inputs)
-    try:
-        rows = split_rows(data, split)[:num]
-    except Exception as error:  # EvaluationError: unknown or empty split
-        raise VisualizeError(str(error)) from None
-    batch = next(iter(make_pipeline(
-        data, rows, len(rows), training=False, text_featurizer=featurizer,
-        image_size=config.data.image_size, with_labels=False)))
+    data = run.load_data(data_dir=data_dir)
+    rows = split_rows(data, split)[:num]
+    featurizer, config = run.featurizer, run.config
+    batch = next(iter(run.batches(data, rows, batch_size=len(rows))))
     image_mask = model.image_mask(batch["image"]).numpy()
     text_features = model.text_encoder(batch["text"], training=False)
     text_mask = model.text_attention(text_features)[2].numpy()
@@ -215,14 +205,6 @@ def load_examples(model_dir, num, split="query", checkpoint="best", data_dir=Non
 # Drawing
 
 
-def _upsample(mask, size):
-    """(h, w) mask -> (size, size), nearest, as evaluation.mask_iou does."""
-    h, w = mask.shape
-    ys = np.arange(size) * h // size
-    xs = np.arange(size) * w // size
-    return mask[ys][:, xs]
-
-
 def _draw_boxes(axes, boxes):
     from matplotlib.patches import Rectangle
 
@@ -234,7 +216,7 @@ def _draw_boxes(axes, boxes):
 
 def _draw_pictures(axes_row, example, row):
     image = np.clip(example["images"][row] / 255.0, 0.0, 1.0)
-    up = _upsample(example["image_mask"][row] > 0.5, image.shape[0])[..., None]
+    up = upsample_cells(example["image_mask"][row] > 0.5, image.shape[0])[..., None]
     # The same rendering as monitor.mask_overlay (TensorBoard): attended bright, rest dimmed.
     overlay = np.clip(image * (0.25 + 0.75 * up), 0.0, 1.0)
     unattended = image * (1.0 - up)
@@ -348,7 +330,7 @@ def parse_args(argv):
                         help="The PNG to write (default: DIR/attention_<split>.png).")
     parser.add_argument("--split", default="query", help="query, database, train, validation.")
     parser.add_argument("--words", type=int, default=6, help="Top words shown per text.")
-    parser.add_argument("--checkpoint", default="best", choices=("best", "latest"))
+    parser.add_argument("--checkpoint", default="best", choices=CHECKPOINTS)
     parser.add_argument("--data_dir", default=None, help="Override the run's data folder.")
     args = parser.parse_args(argv)
     if args.num < 1 or args.words < 1:
@@ -365,7 +347,7 @@ def main(argv=None):
         example = load_examples(args.model_dir, args.num, args.split, args.checkpoint,
                                 args.data_dir, args.words)
         width, height = draw_figure(example, args.out)
-    except (VisualizeError, FileNotFoundError) as error:
+    except (VisualizeError, RunError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"Wrote {args.out} ({width}x{height} px, {len(example['rows'])} rows)")

@@ -16,16 +16,23 @@ contents depend on:
 Caches live in CACHE_ROOT/<dataset>-<backbone>-<S>px-<key[:16]>/, CACHE_ROOT being --cache_dir,
 else DATA_DIR/.daah_cache when that can be written, else the user cache folder
 (~/.cache/daah_tf/features, or $DAAH_TF_CACHE_DIR/features).
+
+Data code builds no model: the caller (daah_tf/training/data_loading.py) describes the backbone
+as a `FrozenBackbone`, the identity of its weights and a function that builds it (called only
+when the cache is computed).
 """
 
 import hashlib
 import json
 import os
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
 from daah_tf.data import feature_cache
 from daah_tf.data.base import DatasetError, PairedDataset
+from daah_tf.user_cache import cache_dir as user_cache_dir
 
 CACHE_FOLDER = ".daah_cache"
 # Part of the key: bump when what a cache holds changes for the same inputs.
@@ -39,19 +46,16 @@ def is_cached_run(data: PairedDataset, model_config, feature_cache_dir=""):
             and data.image_kind in ("pixels", "paths"))
 
 
-def _weights_identity(backbone, weights):
-    if weights in (None, "none"):
-        return "none"
-    if weights == "imagenet" and backbone == "efficientnet_lite0":
-        from daah_tf.models.efficientnet_lite import imagenet_weights_file
+class FrozenBackbone(NamedTuple):
+    """The frozen backbone whose features are cached, as its caller describes it.
 
-        return os.path.basename(imagenet_weights_file())  # carries the checkpoint's hash
-    if weights == "imagenet":
-        import keras
+    identity: what its weights are, part of the cache key (models.backbones.weights_identity).
+    build: () -> the built encoder, (B, S, S, 3) float in [0, 255] -> (B, h, w, c); called only
+        when the cache is computed.
+    """
 
-        return f"imagenet (keras {keras.__version__})"
-    status = os.stat(weights)
-    return f"{os.path.abspath(weights)}:{status.st_size}:{status.st_mtime_ns}"
+    identity: str
+    build: Callable
 
 
 def _rows_digest(data: PairedDataset):
@@ -76,15 +80,16 @@ def _rows_digest(data: PairedDataset):
     return digest.hexdigest()
 
 
-def cache_key(data: PairedDataset, model_config, image_size):
-    """The hex sha256 naming the cache of these rows through this backbone at this size."""
+def cache_key(data: PairedDataset, model_config, image_size, weights_identity):
+    """The hex sha256 naming the cache of these rows through this backbone at this size
+    (weights_identity: FrozenBackbone.identity)."""
     parts = {
         "version": KEY_VERSION,
         "format_version": feature_cache.FORMAT_VERSION,
         "dataset": data.name,
         "rows": _rows_digest(data),
         "backbone": model_config.image_backbone,
-        "weights": _weights_identity(model_config.image_backbone, model_config.image_weights),
+        "weights": weights_identity,
         "image_size": int(image_size),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -104,14 +109,13 @@ def cache_root(cache_dir, data_dir):
         beside = os.path.join(os.path.abspath(data_dir), CACHE_FOLDER)
         if _writable(beside):
             return beside
-    from daah_tf.models.efficientnet_lite import cache_dir as user_cache_dir
-
     return os.path.join(user_cache_dir(), "features")
 
 
-def cache_path(data: PairedDataset, model_config, image_size, cache_dir="", data_dir=""):
+def cache_path(data: PairedDataset, model_config, image_size, weights_identity, cache_dir="",
+               data_dir=""):
     """The folder of this run's cache (it may not exist yet)."""
-    key = cache_key(data, model_config, image_size)
+    key = cache_key(data, model_config, image_size, weights_identity)
     name = f"{data.name}-{model_config.image_backbone}-{int(image_size)}px-{key[:16]}"
     return os.path.join(cache_root(cache_dir, data_dir), name)
 
@@ -129,14 +133,15 @@ def _progress_bar(total, print_fn):
     return report
 
 
-def ensure_feature_cache(data: PairedDataset, model_config, image_size, *, cache_dir="",
-                         data_dir="", batch_size=32, print_fn=print, progress=True):
+def ensure_feature_cache(data: PairedDataset, model_config, image_size, backbone, *,
+                         cache_dir="", data_dir="", batch_size=32, print_fn=print, progress=True):
     """The folder of the complete feature cache of `data`, computing it when missing.
 
     Args:
         data: the reader's dataset (pictures), before the validation split is carved.
         model_config: the run's ModelConfig (the backbone and its weights).
         image_size: S.
+        backbone: the `FrozenBackbone` of model_config at S.
         cache_dir, data_dir: see `cache_root`.
         batch_size: images per forward pass while caching.
         print_fn: where "Caching ..." / "Reusing ..." lines go.
@@ -145,9 +150,7 @@ def ensure_feature_cache(data: PairedDataset, model_config, image_size, *, cache
     Returns:
         (folder, built): built is True when this call computed the cache.
     """
-    from daah_tf.models.backbones import frozen_backbone
-
-    folder = cache_path(data, model_config, image_size, cache_dir, data_dir)
+    folder = cache_path(data, model_config, image_size, backbone.identity, cache_dir, data_dir)
     if os.path.isfile(os.path.join(folder, feature_cache.MANIFEST_FILE)):
         print_fn(f"Reusing the feature cache {folder}")
         return folder, False
@@ -155,7 +158,7 @@ def ensure_feature_cache(data: PairedDataset, model_config, image_size, *, cache
         raise ValueError("a frozen backbone with random weights (--image_weights=none) gives "
                          "features nobody can reproduce at serving time: pass "
                          "--image_weights=imagenet|FILE or --freeze_backbone=false")
-    encoder = frozen_backbone(model_config, image_size)
+    encoder = backbone.build()
     print_fn(f"Caching the {model_config.image_backbone} features of {len(data)} images of "
              f"{data.name} at {image_size}x{image_size} into {folder} (once; later runs, "
              f"evaluate and search reuse it)")
@@ -171,14 +174,15 @@ def ensure_feature_cache(data: PairedDataset, model_config, image_size, *, cache
     return folder, True
 
 
-def load_cached(data: PairedDataset, model_config, image_size, **kwargs):
-    """`data` with its images replaced by the cached feature maps (computed when missing).
+def load_cached(data: PairedDataset, model_config, image_size, backbone, **kwargs):
+    """`data` with its images replaced by the cached feature maps (computed when missing;
+    `backbone`, a FrozenBackbone, and kwargs: see ensure_feature_cache).
 
     Returns:
         A PairedDataset with image_kind "features" (memory-mapped float16 maps), the same
         rows, texts, labels and splits; extras["feature_cache_dir"] is the folder.
     """
-    folder, _ = ensure_feature_cache(data, model_config, image_size, **kwargs)
+    folder, _ = ensure_feature_cache(data, model_config, image_size, backbone, **kwargs)
     cached = feature_cache.load_feature_cache(folder, dataset=data.name)
     if len(cached) != len(data):
         raise DatasetError(f"{folder}: {len(cached)} rows cached, the dataset has {len(data)}")

@@ -21,6 +21,11 @@ a cache larger than RAM streams a batch at a time through the input pipeline:
 
 Augmentation (random crop and flip) cannot be applied to cached features: the cache holds the
 features of the whole, unaugmented image.
+
+Slightly over 400 lines because it holds one on-disk format end to end: the layout above, its
+writer and its checked reader share the file names, the manifest keys and the NaN/Inf check, and
+keeping them in one module keeps writer and reader from drifting apart (should it grow, the
+seam is its "Writing" / "Reading" halves).
 """
 
 import datetime
@@ -56,37 +61,6 @@ _REQUIRED_KEYS = ("format", "format_version", "dataset", "backbone", "image_size
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
-
-def build_backbone(backbone, weights, image_size, cnn_filters=(32, 64, 128), seed=0):
-    """The ImageEncoder whose output is cached, built for (S, S, 3) images.
-
-    Args:
-        backbone: a pretrained backbone (vgg19, efficientnet_lite0, resnet50, ...) or
-            "small_cnn" ("precomputed" has nothing to cache).
-        weights: pretrained: "imagenet", "none" or a Keras weights file; small_cnn: "none" only
-            (its random initial weights are drawn from `seed`: for tests and benchmarks).
-        image_size: S.
-        cnn_filters: small_cnn's filters per block.
-        seed: seed of randomly initialised weights.
-
-    Returns:
-        A built `ImageEncoder`: (B, S, S, 3) float in [0, 255] -> (B, h, w, c).
-    """
-    import keras
-
-    from daah_tf.models.image_encoder import PRETRAINED_BACKBONES, ImageEncoder
-
-    if backbone not in (*PRETRAINED_BACKBONES, "small_cnn"):
-        raise ValueError(f"backbone to cache must be one of {PRETRAINED_BACKBONES} or "
-                         f"small_cnn, got {backbone!r}")
-    if backbone == "small_cnn" and weights not in (None, "none"):
-        raise ValueError("small_cnn has no pretrained weights: use --image_weights=none")
-    keras.utils.set_random_seed(seed)
-    encoder = ImageEncoder(backbone=backbone, weights=weights, cnn_filters=cnn_filters,
-                           name="image_encoder")
-    encoder.build((None, image_size, image_size, 3))
-    return encoder
-
 
 def _image_batches(data, batch_size, image_size):
     """Every row's image, in row order, unaugmented: (B, S, S, 3) float32 batches.
@@ -182,7 +156,8 @@ def write_feature_cache(data: PairedDataset, out_dir, encoder, image_size, *, ba
     Args:
         data: a dataset with "pixels" or "paths" images.
         out_dir: the cache folder to create.
-        encoder: a built `ImageEncoder` (see `build_backbone`); run with training=False.
+        encoder: a built `ImageEncoder` (daah_tf.models.backbones.build_backbone: data code
+            builds no model); run with training=False.
         image_size: S: images are decoded and resized to S x S, as in training end to end.
         batch_size: images per forward pass.
         seed: recorded in the manifest (the seed of randomly initialised weights and of the

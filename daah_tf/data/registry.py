@@ -2,9 +2,8 @@
 
 import os
 
+from daah_tf.config import DATASETS
 from daah_tf.data.base import DatasetError
-
-DATASETS = ("synthetic", "wiki", "mirflickr25k", "nuswide", "iaprtc12", "folder")
 
 
 def _load_file_dataset(name, data_dir, seed, skip_bad_rows, verify_images):

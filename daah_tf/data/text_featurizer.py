@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from daah_tf.atomic import atomic_write_text
+from daah_tf.run import TEXT_FEATURIZER_FILE
 
 # Scripts written without spaces between words: every character becomes a token.
 _UNSPACED_SCRIPTS = r"(\p{Han}|\p{Hiragana}|\p{Katakana})"
@@ -120,14 +121,14 @@ class TextFeaturizer:
 
     def save(self, directory):
         """Writes text_featurizer.json (settings and vocabulary; JSON, no pickle) atomically."""
-        atomic_write_text(os.path.join(directory, "text_featurizer.json"), json.dumps(
+        atomic_write_text(os.path.join(directory, TEXT_FEATURIZER_FILE), json.dumps(
             {"max_ngram": self.max_ngram, "output_mode": self.output_mode,
              "vocabulary": self.vocabulary, "idf_weights": self.idf_weights},
             ensure_ascii=False))
 
     @classmethod
     def load(cls, directory):
-        with open(os.path.join(directory, "text_featurizer.json"), encoding="utf-8") as handle:
+        with open(os.path.join(directory, TEXT_FEATURIZER_FILE), encoding="utf-8") as handle:
             saved = json.load(handle)
         return cls(saved["vocabulary"], saved["max_ngram"], saved["output_mode"],
                    saved.get("idf_weights"))

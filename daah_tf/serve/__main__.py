@@ -15,13 +15,11 @@ Binds 127.0.0.1 by default; any other address needs --api_key_file (clients send
 the X-API-Key header).
 """
 
-import os
+import logging as pylogging
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
+from absl import app, flags, logging
 
-import logging as pylogging  # noqa: E402
-
-from absl import app, flags, logging  # noqa: E402
+from daah_tf import quiet  # noqa: F401 (before TensorFlow loads: no C++ chatter)
 
 FLAGS = flags.FLAGS
 
@@ -65,7 +63,7 @@ def main(argv):
         pylogging.getLogger("tensorflow").setLevel(pylogging.ERROR)
     import uvicorn
 
-    from daah_tf.evaluate import EvaluationError
+    from daah_tf.run import RunError
     from daah_tf.serve.app import create_app
     from daah_tf.serve.state import ServeSettings, ServiceState
 
@@ -76,7 +74,7 @@ def main(argv):
         max_body_bytes=FLAGS.max_body_mb << 20)
     try:  # load before binding: a bad run directory fails here, with its reason
         state = ServiceState(settings)
-    except (EvaluationError, FileNotFoundError, ValueError) as error:
+    except (RunError, FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
     print(f"Serving {state.saved_model_path} ({state.bits} bits, "
           f"{len(state.indexes['image'])} items) on http://{FLAGS.host}:{FLAGS.port}/",

@@ -2,12 +2,13 @@
 
 import dataclasses
 import io
-import json
 import logging
 import os
 
 import numpy as np
 
+from daah_tf import search
+from daah_tf.run import Run
 from daah_tf.serve.model_path import resolve_saved_model
 
 LOG = logging.getLogger("daah_tf.serve")
@@ -44,25 +45,22 @@ class ServiceState:
     """The encoder, the two Hamming indexes, the items and the thumbnails of one run."""
 
     def __init__(self, settings: ServeSettings):
-        from daah_tf import evaluate, search
         from daah_tf.index import HammingIndex
         from daah_tf.serve.thumbnails import Thumbnails
-        from daah_tf.training.restore import INPUTS_FILE
 
-        evaluate.check_run_dir(settings.model_dir)
+        self.run = Run.open(settings.model_dir)
         self.settings = settings
         self.saved_model_path = resolve_saved_model(settings.model_dir)
         self.encoder = search.ServingEncoder(self.saved_model_path)
         self.bits = self.encoder.bits
-        with open(os.path.join(settings.model_dir, INPUTS_FILE), encoding="utf-8") as stream:
-            self.inputs = json.load(stream)
+        self.inputs = self.run.inputs
         self.index_dir = search.index_dir_of(settings.model_dir, settings.index_dir)
         data = None
         if not os.path.exists(os.path.join(self.index_dir, search.ITEMS_FILE)):
             if not settings.build_index:
                 raise FileNotFoundError(f"no index in {self.index_dir}: run python -m "
                                         "daah_tf.search build, or serve with --build_index")
-            data = build_index(settings.model_dir, self.index_dir, self.encoder, settings.backend)
+            data = build_index(self.run, self.index_dir, self.encoder, settings.backend)
         header = search.load_items(self.index_dir)
         if header.get("bits") != self.bits:
             raise ValueError(f"{self.index_dir} holds {header.get('bits')}-bit codes but the "
@@ -79,9 +77,9 @@ class ServiceState:
         image_kind = self.inputs["image_kind"]
         pixels = None
         if image_kind == "pixels":  # synthetic data: the pictures live in memory only
-            data = data or _run_data(settings.model_dir)
+            data = data or self.run.load_data()
             pixels = data.images
-        data_root = _data_root(settings.model_dir) if image_kind == "paths" else None
+        data_root = self.run.config.data.data_dir if image_kind == "paths" else None
         self.thumbnails = Thumbnails(self.items, image_kind, data_root, pixels)
         self.warm_up()
 
@@ -131,41 +129,10 @@ def blank_png(size):
     return stream.getvalue()
 
 
-def _run_data(model_dir):
-    from daah_tf import evaluate
-    from daah_tf.training.restore import load_run_config
-
-    config = evaluate.run_config(model_dir)
-    return evaluate.load_run_data(model_dir, config, load_run_config(model_dir).data.dataset)
-
-
-def _data_root(model_dir):
-    from daah_tf.training.restore import load_run_config
-
-    return load_run_config(model_dir).data.data_dir
-
-
-def build_index(model_dir, index_dir, encoder, backend="auto", split="database"):
+def build_index(run, index_dir, encoder, backend="auto", split="database"):
     """Encodes the run's `split` into index_dir (as `search build` does, with this encoder);
     returns the dataset (reused for thumbnails)."""
-    from daah_tf import evaluate, search
-    from daah_tf.atomic import atomic_write_bytes
-    from daah_tf.index import HammingIndex
-    from daah_tf.training.restore import load_run_config
-
     LOG.warning("no index in %s: encoding the run's %s split (once)", index_dir, split)
-    config = evaluate.run_config(model_dir)
-    data = evaluate.load_run_data(model_dir, config, load_run_config(model_dir).data.dataset)
-    rows = evaluate.split_rows(data, split)
-    codes = search.encode_split_served(encoder, data, rows, config, model_dir)
-    os.makedirs(index_dir, exist_ok=True)
-    for modality in MODALITIES:
-        index = HammingIndex(encoder.bits, backend)
-        index.add(codes[modality], rows)
-        index.save(os.path.join(index_dir, f"{modality}.npz"))
-    header = {"format_version": search.ITEMS_FORMAT_VERSION, "dataset": data.name,
-              "split": split, "bits": encoder.bits, "num_items": len(rows),
-              "saved_model_fingerprint": encoder.fingerprint()}
-    text = search.items_json(header, search.describe_items(data, rows))
-    atomic_write_bytes(os.path.join(index_dir, search.ITEMS_FILE), text.encode("utf-8"))
+    data = run.load_data()
+    search.write_index(run, encoder, data, split, index_dir, backend)
     return data

@@ -11,6 +11,7 @@ import tensorflow as tf
 from absl import logging
 
 from daah_tf import faults
+from daah_tf.run import BEST_CHECKPOINT_DIR, CHECKPOINTS_DIR
 
 
 class RunCheckpoints:
@@ -43,10 +44,10 @@ class RunCheckpoints:
             evaluations_without_gain=self.evaluations_without_gain,
             nonfinite_batches=self.nonfinite_batches,
         )
-        directory = os.path.join(model_dir, "checkpoints")
+        directory = os.path.join(model_dir, CHECKPOINTS_DIR)
         self.latest = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=keep)
         self.best = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(directory, "best"), max_to_keep=1
+            self.checkpoint, os.path.join(directory, BEST_CHECKPOINT_DIR), max_to_keep=1
         )
 
     def save(self, epoch):
@@ -75,7 +76,7 @@ class RunCheckpoints:
         """
         paths = self.latest.checkpoints
         if model_dir is not None:
-            state = tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints"))
+            state = tf.train.get_checkpoint_state(os.path.join(model_dir, CHECKPOINTS_DIR))
             paths = list(state.all_model_checkpoint_paths) if state else []
         for path in reversed(paths):
             try:

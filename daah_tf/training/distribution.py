@@ -18,7 +18,7 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("none", "mirrored", "multi_worker")
+from daah_tf.config import STRATEGIES
 
 
 def split_cpu(count):

@@ -8,6 +8,8 @@
     DIR/tensorboard/       train/ and validation/ event files
     DIR/saved_model/<v>/   the serving export, TF Serving's layout (daah_tf/export.py)
     DIR/metrics.json       the final retrieval metrics
+
+The names are daah_tf.run's constants (`Run` reads a finished run back).
 """
 
 import dataclasses
@@ -23,6 +25,7 @@ from daah_tf.atomic import (  # noqa: F401 (re-exported)
     remove_stale_temporaries,
 )
 from daah_tf.config import RunConfig
+from daah_tf.run import CONFIG_FILE, Run, load_run_config
 
 # Room for what is not weights: event files, metrics, splits, the text vocabulary.
 MIN_FREE_BYTES = 64 * 1024 * 1024
@@ -95,7 +98,7 @@ def _settings(config: RunConfig):
 
 def holds_run(model_dir):
     """Whether `model_dir` holds a run (that `prepare` will resume or refuse); reads only."""
-    return os.path.exists(os.path.join(model_dir, "config.json"))
+    return os.path.exists(os.path.join(model_dir, CONFIG_FILE))
 
 
 def prepare(config: RunConfig, flags_text, needed=(MIN_FREE_BYTES, "")):
@@ -108,12 +111,11 @@ def prepare(config: RunConfig, flags_text, needed=(MIN_FREE_BYTES, "")):
     model_dir = config.train.model_dir
     check_free_space(model_dir, needed)
     check_writable(model_dir)
-    config_path = os.path.join(model_dir, "config.json")
+    run = Run(model_dir)
     resuming = holds_run(model_dir)
     remove_stale_temporaries(model_dir)
     if resuming:
-        with open(config_path, encoding="utf-8") as stream:
-            previous = RunConfig.from_json(stream.read())
+        previous = load_run_config(model_dir)
         old, new = _settings(previous), _settings(config)
         if old != new:
             changed = sorted(
@@ -124,6 +126,6 @@ def prepare(config: RunConfig, flags_text, needed=(MIN_FREE_BYTES, "")):
                 f"--model_dir={model_dir} holds a run with other settings ({'; '.join(changed)}). "
                 "Use another --model_dir, or the same flags to resume it."
             )
-    atomic_write_text(os.path.join(model_dir, "flags.txt"), flags_text)
-    atomic_write_text(config_path, config.to_json() + "\n")
+    atomic_write_text(run.flags_path, flags_text)
+    atomic_write_text(run.config_path, config.to_json() + "\n")
     return resuming

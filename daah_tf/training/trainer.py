@@ -11,25 +11,24 @@ from absl import logging
 
 from daah_tf import export
 from daah_tf.config import RunConfig
-from daah_tf.data import auto_cache
 from daah_tf.data.base import PairedDataset
 from daah_tf.data.pipeline import make_pipeline
-from daah_tf.data.registry import load_dataset
-from daah_tf.data.splits import carve_validation, write_splits
+from daah_tf.data.splits import write_splits
 from daah_tf.data.text_featurizer import TextFeaturizer
-from daah_tf.models import build_model
-from daah_tf.training import distribution, restore, run_directory
+from daah_tf.evaluation.diagnostics import collapse_stats, mask_iou
+from daah_tf.evaluation.encoding import CodeEncoder
+from daah_tf.evaluation.retrieval import chance_map, retrieval_maps
+from daah_tf.models.backbones import frozen_backbone
+from daah_tf.run import Run, inputs_description
+from daah_tf.training import distribution, run_directory
 from daah_tf.training.checkpoints import RunCheckpoints
-from daah_tf.training.evaluation import (
-    CodeEncoder,
-    chance_map,
-    collapse_stats,
-    mask_iou,
-    retrieval_maps,
+from daah_tf.training.compiled_model import (
+    build_compiled_model,
+    set_precision_policy,
+    training_model_config,
 )
+from daah_tf.training.data_loading import load_data
 from daah_tf.training.monitor import NonFiniteGuard, TrainingMonitor
-
-PRECISION_POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 def configure_runtime(config: RunConfig):
@@ -38,44 +37,7 @@ def configure_runtime(config: RunConfig):
     keras.utils.set_random_seed(config.data.seed)
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy(PRECISION_POLICIES[config.train.mixed_precision])
-
-
-def load_data(config: RunConfig):
-    """The dataset, with the training split cut into train and validation."""
-    data_config = config.data
-    if data_config.feature_cache:
-        # Backbone features cached by tools/cache_features.py stand in for the images.
-        from daah_tf.data.feature_cache import load_feature_cache
-
-        data = load_feature_cache(data_config.feature_cache, dataset=data_config.dataset)
-    else:
-        data = load_dataset(
-            data_config.dataset, data_config.data_dir, seed=data_config.seed,
-            skip_bad_rows=data_config.skip_bad_rows, num_pairs=data_config.synthetic_pairs,
-            num_classes=data_config.synthetic_classes, image_size=data_config.image_size,
-        )
-        if auto_cache.is_cached_run(data, config.model):
-            # A frozen backbone: its feature maps, computed on the first run, stand in for
-            # the pictures (see daah_tf/data/auto_cache.py).
-            data = auto_cache.load_cached(
-                data, config.model, data_config.image_size, cache_dir=config.train.cache_dir,
-                data_dir=data_config.data_dir, batch_size=data_config.batch_size,
-                progress=config.train.verbose > 0)
-    train, validation = carve_validation(
-        data.splits["train"], data_config.validation_fraction, data_config.seed
-    )
-    data.splits = dict(data.splits, train=train, validation=validation)
-    return data
-
-
-def training_model_config(config: RunConfig):
-    """The ModelConfig of the network that trains: with a frozen backbone (on the automatic
-    feature cache) its image encoder is `precomputed`, the backbone stays out of the model."""
-    model = config.model
-    if model.freeze_backbone and not config.data.feature_cache:
-        return dataclasses.replace(model, image_backbone="precomputed", image_weights="none")
-    return model
+    set_precision_policy(config)
 
 
 def check_backbone_fits(data: PairedDataset, config: RunConfig):
@@ -99,7 +61,7 @@ def text_featurizer_for(data: PairedDataset, config: RunConfig, resuming):
     if data.text_kind != "raw":
         return None
     model_dir = config.train.model_dir
-    if resuming and os.path.exists(os.path.join(model_dir, "text_featurizer.json")):
+    if resuming and os.path.exists(Run(model_dir).text_featurizer_path):
         return TextFeaturizer.load(model_dir)
     featurizer = TextFeaturizer.fit(
         data.texts[data.splits["train"]], vocab_size=config.data.text_vocab_size,
@@ -117,17 +79,6 @@ def input_shapes(data: PairedDataset, config: RunConfig, featurizer):
         image_shape = data.image_shape
     text_dim = featurizer.dim if featurizer is not None else data.texts.shape[1]
     return image_shape, text_dim
-
-
-def build_compiled_model(config: RunConfig, image_shape, text_dim):
-    model = build_model(training_model_config(config), image_shape, text_dim)
-    model.compile(
-        hash_optimizer=keras.optimizers.Adam(config.train.hash_learning_rate),
-        attention_optimizer=keras.optimizers.Adam(config.train.attention_learning_rate),
-        jit_compile=config.train.jit_compile,
-        on_nonfinite=config.train.on_nonfinite,
-    )
-    return model
 
 
 class _Feeder:
@@ -182,7 +133,7 @@ def _fit(model, feeder, checkpoints, config, start_epoch, print_fn):
     mask_batch = None
     if has_validation and feeder.data.image_kind != "features":  # overlays need pictures
         mask_batch = next(iter(feeder.pipeline("validation", False, with_labels=False)))
-    log_dir = os.path.join(train_config.model_dir, "tensorboard")
+    log_dir = Run(train_config.model_dir).tensorboard_dir
     monitor = TrainingMonitor(checkpoints, validate, train_config.epochs, train_config.eval_every,
                               train_config.early_stopping_patience, log_dir, mask_batch, print_fn)
     guard = NonFiniteGuard(config.train.on_nonfinite, steps, checkpoints.nonfinite_batches,
@@ -267,11 +218,12 @@ def train_and_evaluate(config: RunConfig, flags_text, print_fn=print):
         model = build_compiled_model(config, image_shape, text_dim)
     # The model's size tells how much disk the run needs: checked before anything is written.
     resuming = run_directory.prepare(config, flags_text, run_directory.bytes_needed(model))
-    write_splits(data.splits, os.path.join(model_dir, "splits.json"))
+    run = Run(model_dir)
+    write_splits(data.splits, run.splits_path)
     if featurizer is not None:
         featurizer.save(model_dir)
-    run_directory.atomic_write_json(os.path.join(model_dir, restore.INPUTS_FILE),
-                                    restore.inputs_description(data, image_shape, text_dim))
+    run_directory.atomic_write_json(run.inputs_path,
+                                    inputs_description(data, image_shape, text_dim))
     with strategy.scope():
         checkpoints = RunCheckpoints(model, model_dir, config.train.keep_checkpoints)
     distribution.skip_keras_symbolic_build(model)
@@ -279,7 +231,7 @@ def train_and_evaluate(config: RunConfig, flags_text, print_fn=print):
     if resuming:
         # Every worker resumes from the chief's checkpoint where it can read it (one host or a
         # shared disk), else from its own copy: all must start from the same epoch.
-        shared = not chief and os.path.isdir(os.path.join(run_dir, "checkpoints"))
+        shared = not chief and os.path.isdir(Run(run_dir).checkpoints_dir)
         path = checkpoints.restore_latest(run_dir if shared else None)
         if path is not None:
             start_epoch = int(checkpoints.epoch.numpy())
@@ -308,13 +260,11 @@ def train_and_evaluate(config: RunConfig, flags_text, print_fn=print):
     if not chief:
         return results
     results["seconds"] = round(time.time() - started, 1)
-    run_directory.atomic_write_json(os.path.join(model_dir, "metrics.json"), results)
+    run_directory.atomic_write_json(run.metrics_path, results)
     backbone = None
     if "feature_cache_dir" in data.extras:  # serving takes pictures: the backbone goes in front
-        from daah_tf.models.backbones import frozen_backbone
-
         backbone = frozen_backbone(config.model, config.data.image_size)
-    export.export_saved_model(model, os.path.join(model_dir, "saved_model"), data.image_kind,
+    export.export_saved_model(model, run.saved_model_base, data.image_kind,
                               image_shape, text_dim, featurizer, backbone=backbone)
     for line in summary_lines(results):
         print_fn(line)

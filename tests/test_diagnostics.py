@@ -5,7 +5,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daah_tf.training.evaluation import bit_balance, collapse_stats, distinct_codes
+from daah_tf.evaluation.diagnostics import bit_balance, collapse_stats, distinct_codes
 
 
 def brute_bit_balance(codes):

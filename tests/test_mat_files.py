@@ -24,6 +24,7 @@ from daah_tf.data.wiki import load_wiki
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*protocol sizes are scaled:UserWarning")
 
+
 N, H, W = 30, 8, 6  # H != W: a swapped height and width would show
 
 
@@ -60,10 +61,6 @@ def matlab_images(images):
     """(N, H, W, 3) -> MATLAB's H x W x 3 x N."""
     return np.transpose(images, (1, 2, 3, 0))
 
-
-# ------------------------------------------------------------------------------------------
-# load_mat and the shape helpers
-# ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("version", ["v5", "v73"])
 def test_load_mat_gives_matlab_shapes_in_both_versions(tmp_path, version):
@@ -180,10 +177,6 @@ def test_scaled_sizes_exact_at_standard_and_proportional_otherwise():
     with pytest.raises(DatasetError):
         scaled_sizes(1, 20015, 2000, 10000)
 
-
-# ------------------------------------------------------------------------------------------
-# MIRFLICKR-25K .mat layouts
-# ------------------------------------------------------------------------------------------
 
 def check_protocol(dataset, num_query, num_train):
     splits = dataset.splits
@@ -312,10 +305,6 @@ def test_mirflickr_incomplete_and_absent_layouts(tmp_path):
     assert "FLICKR-25K.mat" in message and "all_tags.txt" in message and "notes.txt" in message
 
 
-# ------------------------------------------------------------------------------------------
-# NUS-WIDE and IAPR TC-12
-# ------------------------------------------------------------------------------------------
-
 def test_nuswide_single_file_v73(tmp_path):
     images, texts, labels = make_data(93, num_labels=21, text_dim=20)
     save_v73(str(tmp_path / "NUS-WIDE-TC21.mat"),
@@ -382,10 +371,6 @@ def test_iapr_four_files_mixed_versions(tmp_path):
     np.testing.assert_array_equal(dataset.texts, texts)
     check_protocol(dataset, num_query=3, num_train=15)
 
-
-# ------------------------------------------------------------------------------------------
-# Wiki, generated
-# ------------------------------------------------------------------------------------------
 
 def wiki_arrays(num_train=12, num_test=5, seed=0):
     rng = np.random.default_rng(seed)

@@ -1,62 +1,7 @@
-"""Retrieval evaluation of a model on a dataset split: codes, mAP, chance level, mask IoU."""
+"""What retrieval numbers do not show: collapsed codes, and where image attention looks
+(NumPy only)."""
 
 import numpy as np
-import tensorflow as tf
-
-from daah_tf import metrics
-from daah_tf.data.pipeline import make_pipeline
-from daah_tf.losses import binary_codes
-
-DIRECTIONS = {  # name: (query modality, database modality)
-    "i2t": ("image", "text"),
-    "t2i": ("text", "image"),
-    "i2i": ("image", "image"),
-    "t2t": ("text", "text"),
-}
-
-
-class CodeEncoder:
-    """Encodes pipeline batches into +-1 int8 codes with one compiled function per model."""
-
-    def __init__(self, model):
-        self.model = model
-
-        # Plain tensor code (nothing for autograph to convert); batch sizes vary (last batch).
-        @tf.function(autograph=False, reduce_retracing=True)
-        def encode(inputs):
-            return (binary_codes(model.encode_image(inputs["image"])),
-                    binary_codes(model.encode_text(inputs["text"])))
-
-        self._encode = encode
-
-    def encode_split(self, data, index, batch_size, text_featurizer=None, image_size=None):
-        """Codes of one split, in split order: {"image": (n, q) int8, "text": (n, q) int8}."""
-        pipeline = make_pipeline(data, index, batch_size, training=False,
-                                 text_featurizer=text_featurizer, image_size=image_size,
-                                 with_labels=False)
-        images, texts = [], []
-        for inputs in pipeline:
-            image_codes, text_codes = self._encode(inputs)
-            images.append(image_codes.numpy())
-            texts.append(text_codes.numpy())
-        return {"image": np.concatenate(images), "text": np.concatenate(texts)}
-
-
-def retrieval_maps(query_codes, query_labels, database_codes, database_labels, top_k=None):
-    """mAP (tie rule: database index) in the four directions: {"i2t", "t2i", "i2i", "t2t"}."""
-    return {
-        name: metrics.mean_average_precision(
-            query_codes[source], database_codes[target], query_labels, database_labels,
-            top_k=top_k,
-        )
-        for name, (source, target) in DIRECTIONS.items()
-    }
-
-
-def chance_map(query_labels, database_labels):
-    """The mAP of a random ranking: the mean fraction of relevant database items per query."""
-    relevant = (np.asarray(query_labels) @ np.asarray(database_labels).T) > 0
-    return float(relevant.mean())
 
 
 def bit_balance(codes):
@@ -88,6 +33,16 @@ def collapse_stats(database_codes, database_labels):
     return stats
 
 
+def upsample_cells(masks, size):
+    """(..., h, w) cell masks -> (..., S, S), nearest: cell (i, j) covers rows [i*S/h, (i+1)*S/h)
+    and columns [j*S/w, (j+1)*S/w) of the image."""
+    masks = np.asarray(masks)
+    h, w = masks.shape[-2:]
+    ys = np.arange(size) * h // size
+    xs = np.arange(size) * w // size
+    return masks[..., ys, :][..., xs]
+
+
 def mask_iou(masks, boxes, image_size, seed=0):
     """How well image masks cover the known objects, against random masks of the same size.
 
@@ -115,10 +70,7 @@ def mask_iou(masks, boxes, image_size, seed=0):
         random_masks[row].flat[cells] = True
 
     def iou(cell_masks):
-        # Nearest upsampling: cell (i, j) covers rows [i*S/h, (i+1)*S/h) of the image.
-        ys = np.arange(image_size) * h // image_size
-        xs = np.arange(image_size) * w // image_size
-        pixels = cell_masks[:, ys][:, :, xs]
+        pixels = upsample_cells(cell_masks, image_size)
         inter = np.logical_and(pixels, objects).sum(axis=(1, 2))
         union = np.logical_or(pixels, objects).sum(axis=(1, 2))
         return float(np.mean(inter / np.maximum(union, 1)))

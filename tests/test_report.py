@@ -1,18 +1,20 @@
 """Tests of tools/report.py and tools/visualize_attention.py on smoke-sized runs.
 
-    .venv/bin/python -m pytest -q tests/test_tools_report.py
+    .venv/bin/python -m pytest -q tests/test_report.py
 
-One report invocation (synthetic, 16 bits, seeds 0 and 1, daah, dcmh and the linear floor,
-smoke-sized through --extra_flags) trains the four runs once per module; visualize_attention
-reuses a daah run.
+One report command (synthetic, 16 bits, seeds 0 and 1, daah, dcmh and the linear floor,
+smoke-sized through --extra_flags) trains the four runs once per session, in the background;
+a second invocation, in this process, reuses them; visualize_attention reuses a daah run.
 """
 
 import contextlib
 import io
 import os
+import pathlib
 import sys
 import time
 
+import _background
 import numpy as np
 import pytest
 
@@ -44,12 +46,20 @@ def _run_report(argv):
     return status, output.getvalue(), time.time() - started
 
 
+# The first invocation is the command, `python tools/report.py` (four smoke-sized training runs,
+# the floors, the PR curves): started in the background when a test that reads it is collected
+# (tests/_background.py), in the command's own folder.
+reads_the_report = pytest.mark.prefetch(
+    "report", os.path.join(REPO_ROOT, "tools", "report.py"),
+    *_report_args(pathlib.Path(_background.FOLDER)), timeout=1200)
+
+
 @pytest.fixture(scope="module")
-def smoke_report(tmp_path_factory):
-    root = tmp_path_factory.mktemp("report")
-    status, output, _ = _run_report(_report_args(root))
-    assert status == 0, output
-    return root, output
+def smoke_report():
+    """(folder of runs/ and report.md, printed output) of the first report invocation."""
+    done = _background.result("report")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return pathlib.Path(done.folder), done.stdout
 
 
 def _rows(text, section):
@@ -57,6 +67,7 @@ def _rows(text, section):
     return [line for line in table.splitlines() if line.startswith("| ")]
 
 
+@reads_the_report
 def test_report_writes_mean_std_table_floor_and_pr_figure(smoke_report):
     root, output = smoke_report
     assert output.count("training into") == 4  # 2 methods x 2 seeds
@@ -88,6 +99,7 @@ def test_report_writes_mean_std_table_floor_and_pr_figure(smoke_report):
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
+@reads_the_report
 def test_report_second_invocation_reuses_runs(smoke_report):
     root, _ = smoke_report
 
@@ -157,6 +169,7 @@ def test_last_epoch_statistics_skips_validation_values(tmp_path):
     assert report_seeds.fmt_mean_std([0.2, None], 2) == "0.2000 (n=1)"
 
 
+@reads_the_report
 def test_visualize_attention_png_has_one_row_per_example(smoke_report, tmp_path):
     from PIL import Image
 
@@ -172,6 +185,7 @@ def test_visualize_attention_png_has_one_row_per_example(smoke_report, tmp_path)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]  # atomic write
 
 
+@reads_the_report
 def test_word_scores_in_unit_interval(smoke_report):
     model_dir = smoke_report[0] / "runs" / "synthetic" / "daah_16bit" / "seed0"
     example = visualize_attention.load_examples(str(model_dir), 4, words=5)

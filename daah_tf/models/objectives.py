@@ -1,0 +1,139 @@
+"""What the two players optimise: one class per `--loss` (docs/design.md, "Losses" and
+"Minimax").
+
+`DAAH.train_step` asks its objective for the hashing player's loss terms and, with attention,
+for the attention player's objective; the step itself does not know which losses it trains on.
+
+Every method takes `outputs`, the dict of `DAAH._attend_and_hash` (optionally gathered across
+replicas by `global_batch`):
+    "image_codes", "text_codes": (B, q) attended codes H;
+    "image_unattended_codes", "text_unattended_codes": (B, q) codes H^ of the unattended
+        features (present with attention only);
+and `labels`, (B, L) multi-hot; every loss term is a scalar float32 tensor.
+"""
+
+import tensorflow as tf
+
+from daah_tf import losses
+
+
+class DAAHObjective:
+    """Eq. 1-4: the hashing player minimises F = L_ret + w * L_adv; the attention player
+    maximises L_adv - L_ret (attention_objective="adversarial_retrieval") or L_adv
+    ("adversarial", the paper's game).
+
+    Args:
+        margin: eps of the triplet ranking loss.
+        similarity: "binary", "count" or "cosine" (see `losses.label_similarity`).
+        attention: whether the model has attention (unattended codes, hence an L_adv).
+        adversarial: whether L_adv enters F and the attention player plays.
+        adversarial_weight: w in F = L_ret + w * L_adv.
+        attention_gradient: "unattended" (the attention player's gradient of L_adv reaches the
+            unattended codes only; the attended query codes are held constant) or "both".
+        attention_objective: "adversarial_retrieval" or "adversarial" (above).
+    """
+
+    def __init__(self, margin, similarity, attention, adversarial, adversarial_weight,
+                 attention_gradient, attention_objective):
+        self.margin = margin
+        self.similarity = similarity
+        self.attention = attention
+        self.adversarial = adversarial
+        self.adversarial_weight = adversarial_weight
+        self.attention_gradient = attention_gradient
+        self.attention_objective_kind = attention_objective
+
+    @property
+    def terms(self):
+        """Names of the terms `hash_terms` returns."""
+        names = ["loss", "retrieval_loss", "ret_t2i", "ret_i2t", "ret_i2i", "ret_t2t"]
+        if self.attention:
+            names += ["adversarial_loss", "adv_t2i", "adv_i2t"]
+        return names
+
+    def hash_terms(self, outputs, labels):
+        """The hashing player's terms: "loss" (F, what it minimises), "retrieval_loss" (Eq. 2)
+        with its "ret_t2i", "ret_i2t", "ret_i2i", "ret_t2t", and with attention
+        "adversarial_loss" (Eq. 3) with its "adv_t2i", "adv_i2t". A dict of scalar float32."""
+        retrieval = losses.retrieval_loss(
+            outputs["image_codes"], outputs["text_codes"], labels, self.margin, self.similarity
+        )
+        terms = {f"ret_{k}": v for k, v in retrieval.items() if k != "total"}
+        terms["retrieval_loss"] = retrieval["total"]
+        if self.attention:
+            adversarial = self.adversarial_terms(outputs, labels)
+            terms.update({f"adv_{k}": v for k, v in adversarial.items() if k != "total"})
+            terms["adversarial_loss"] = adversarial["total"]
+        hash_loss = terms["retrieval_loss"]
+        if self.adversarial:
+            hash_loss = hash_loss + self.adversarial_weight * terms["adversarial_loss"]
+        terms["loss"] = hash_loss
+        return terms
+
+    def adversarial_terms(self, outputs, labels, attention_player=False):
+        """Eq. 3, L_adv: {"t2i", "i2t", "total"} of scalar float32.
+
+        For the attention player with attention_gradient="unattended" the attended query codes
+        are held constant, so the player can raise L_adv only by hiding similarity from the
+        unattended codes, not by spoiling the retrieval codes.
+        """
+        image_codes, text_codes = outputs["image_codes"], outputs["text_codes"]
+        if attention_player and self.attention_gradient == "unattended":
+            image_codes, text_codes = tf.stop_gradient(image_codes), tf.stop_gradient(text_codes)
+        return losses.adversarial_loss(
+            image_codes,
+            text_codes,
+            outputs["image_unattended_codes"],
+            outputs["text_unattended_codes"],
+            labels,
+            self.margin,
+            self.similarity,
+        )
+
+    def attention_objective(self, outputs, labels, adversarial=None):
+        """The attention player's objective (maximised), a scalar float32: Eq. 3's L_adv, minus
+        Eq. 2's L_ret over the attended codes with attention_objective="adversarial_retrieval"
+        (the attention then answers for the retrieval codes it feeds, instead of only for what
+        it hides).
+
+        adversarial: the attention player's `adversarial_terms` if already computed.
+        """
+        if adversarial is None:
+            adversarial = self.adversarial_terms(outputs, labels, attention_player=True)
+        objective = adversarial["total"]
+        if self.attention_objective_kind == "adversarial_retrieval":
+            objective = objective - losses.retrieval_loss(
+                outputs["image_codes"], outputs["text_codes"], labels, self.margin,
+                self.similarity)["total"]
+        return objective
+
+
+class DCMHObjective:
+    """The DCMH-style baseline (`losses.dcmh_loss`): the hashing player alone, no attention.
+
+    Args:
+        weights: (quantization, balance) weights of the DCMH objective.
+    """
+
+    terms = ["loss", "dcmh_nll", "dcmh_quantization", "dcmh_balance"]
+
+    def __init__(self, weights):
+        self.weights = tuple(weights)
+
+    def hash_terms(self, outputs, labels):
+        """"loss" (DCMH's J) and its terms "dcmh_nll", "dcmh_quantization", "dcmh_balance"."""
+        dcmh = losses.dcmh_loss(outputs["image_codes"], outputs["text_codes"], labels,
+                                *self.weights)
+        terms = {f"dcmh_{k}": v for k, v in dcmh.items() if k != "total"}
+        terms["loss"] = dcmh["total"]
+        return terms
+
+
+def build_objective(loss, margin, similarity, attention, adversarial, adversarial_weight,
+                    attention_gradient, attention_objective, dcmh_weights):
+    """The objective of `--loss` ("daah" or "dcmh"); the other arguments as `DAAHObjective`'s
+    and `DCMHObjective`'s."""
+    if loss == "dcmh":
+        return DCMHObjective(dcmh_weights)
+    return DAAHObjective(margin, similarity, attention, adversarial, adversarial_weight,
+                         attention_gradient, attention_objective)

@@ -1,0 +1,49 @@
+"""The DAAH building blocks: straight-through threshold, attentions, encoders, hash heads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from daah_tf.config import ModelConfig
+from daah_tf.models import (
+    SpatialAttention,
+    VectorAttention,
+    build_model,
+    factory,
+)
+
+
+def _tiny_config(**overrides):
+    values = dict(bits=4, cnn_filters=(4,), image_hidden_units=(4, 4), text_units=(6, 5))
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+@pytest.mark.parametrize(
+    "backbone, image_shape, expected",
+    [
+        ("small_cnn", (8, 8, 3), SpatialAttention),
+        ("precomputed", (2, 2, 6), SpatialAttention),
+        ("precomputed", (128,), VectorAttention),
+    ],
+)
+def test_factory_picks_attention_by_feature_rank(backbone, image_shape, expected):
+    model = build_model(_tiny_config(image_backbone=backbone), image_shape, text_dim=9)
+    assert type(model.image_attention) is expected
+    assert type(model.text_attention) is VectorAttention
+    images = np.random.default_rng(5).uniform(0, 1, size=(3, *image_shape)).astype(np.float32)
+    mask = model.image_mask(images).numpy()
+    features_shape = model.image_encoder.compute_output_shape((3, *image_shape))
+    assert mask.shape == tuple(features_shape[:-1] if len(features_shape) == 4 else features_shape)
+    assert model.encode_image(images).shape == (3, 4)
+    assert type(factory.attention_for((None, 4, 4, 2))) is SpatialAttention
+    assert type(factory.attention_for((None, 16))) is VectorAttention
+
+
+def test_factory_without_attention_and_unknown_attention():
+    model = build_model(_tiny_config(attention="none"), (8, 8, 3), text_dim=9)
+    assert model.image_attention is None and model.text_attention is None
+    assert model.attention_variables == []
+    with pytest.raises(ValueError, match="attention"):
+        build_model(_tiny_config(attention="soft"), (8, 8, 3), text_dim=9)

@@ -95,9 +95,9 @@ def result(name):
         return Result(returncode, out.read(), err.read(), job.folder)
 
 
-def finish(remove_folders):
+def finish():
     """Starts nothing more, kills what still runs (an interrupted session) and removes the
-    folders if asked."""
+    commands' folders."""
     global _closed
     with _lock:
         _closed = True
@@ -106,5 +106,4 @@ def finish(remove_folders):
         if job.process is not None and job.process.poll() is None:
             job.process.kill()
             job.process.wait()
-        if remove_folders:
-            shutil.rmtree(job.folder, ignore_errors=True)
+        shutil.rmtree(job.folder, ignore_errors=True)

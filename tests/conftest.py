@@ -53,7 +53,7 @@ def pytest_collection_finish(session):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    _background.finish(remove_folders=exitstatus == 0)  # kept for a look after a failure
+    _background.finish()  # a failed check shows the command's output in its message
 
 
 @pytest.fixture

@@ -1,9 +1,11 @@
 """Helpers shared by test modules (pytest puts this folder on sys.path)."""
 
 import contextlib
+import pathlib
 
 import keras
 import numpy as np
+import pytest
 
 
 @contextlib.contextmanager
@@ -26,3 +28,13 @@ def brute_hamming(query_codes, db_codes):
         for j in range(len(d)):
             out[i, j] = int(np.sum(q[i] != d[j]))
     return out
+
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def require(folder):
+    """str(folder) if it exists, else skip the test: only developers and CI have the shared data."""
+    if not folder.is_dir():
+        pytest.skip(f"shared data not found at {folder} (only developers and CI have it)")
+    return str(folder)

@@ -5,7 +5,6 @@ converted-weights cache, and the image encoder's pretrained backbones."""
 import collections
 import io
 import os
-import pathlib
 import pickle
 import struct
 import sys
@@ -16,11 +15,10 @@ import numpy as np
 import pytest
 from _efficientnet_reference import features as reference_features
 from _efficientnet_reference import logits as reference_logits
+from _helpers import SHARED_DATA
 
 from daah_tf.models import efficientnet_lite
 from daah_tf.models.torch_checkpoint import CheckpointError, load_state_dict
-
-SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def packaged_checkpoint():

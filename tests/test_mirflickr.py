@@ -5,11 +5,11 @@ text layout on generated files, and the registry."""
 # another exception from deep inside NumPy, SciPy or h5py.
 
 import os
-import pathlib
 
 import numpy as np
 import pytest
 import scipy.io
+from _helpers import SHARED_DATA, require
 from _mat_fuzz import SETTINGS, check_loaded, mat_contents
 from hypothesis import given
 
@@ -23,16 +23,9 @@ from daah_tf.data.mirflickr import (
 )
 from daah_tf.data.splits import random_protocol_split
 
-SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
 MIRFLICKR_DIR = SHARED_DATA / "mirflickr25k-text"
 
 
-def require(folder):
-    if not folder.is_dir():
-        pytest.skip(f"shared data not found at {folder} (only developers and CI have it)")
-    return str(folder)
 
 
 @pytest.fixture(scope="module")

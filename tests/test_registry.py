@@ -1,15 +1,12 @@
 """Readers on the real data under <repo>/../shared/data (skipped when absent), the MIRFLICKR-25K
 text layout on generated files, and the registry."""
 
-import pathlib
 
 import pytest
+from _helpers import SHARED_DATA
 
 from daah_tf.data.base import DatasetError
 from daah_tf.data.registry import DATASETS, load_dataset
-
-SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
 
 WIKI_DIR = SHARED_DATA / "wiki"
 

@@ -4,27 +4,20 @@ text layout on generated files, and the registry."""
 # Fuzzed feature files for the .mat readers: a clear DatasetError or a correct load, never
 # another exception from deep inside NumPy, SciPy or h5py.
 
-import pathlib
 
 import numpy as np
 import pytest
 import scipy.io
+from _helpers import SHARED_DATA, require
 from _mat_fuzz import SETTINGS, check_loaded, mat_contents
 from hypothesis import given
 
 from daah_tf.data.base import DatasetError
 from daah_tf.data.wiki import load_wiki
 
-SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
 WIKI_DIR = SHARED_DATA / "wiki"
 
 
-def require(folder):
-    if not folder.is_dir():
-        pytest.skip(f"shared data not found at {folder} (only developers and CI have it)")
-    return str(folder)
 
 
 def test_wiki_real():

@@ -40,6 +40,7 @@ RETRIEVAL_VIEWS = ("attended", "whole", "residual", "gated")
 
 MIXED_PRECISIONS = ("none", "bfloat16", "float16")
 NONFINITE_POLICIES = ("stop", "skip_batch")
+ATTENTION_SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("none", "mirrored", "multi_worker")
 
 # Setting -> its allowed values (setting names are unique across the three dataclasses).
@@ -58,6 +59,7 @@ CHOICES = {
     "retrieval_view": RETRIEVAL_VIEWS,
     "mixed_precision": MIXED_PRECISIONS,
     "on_nonfinite": NONFINITE_POLICIES,
+    "attention_schedule": ATTENTION_SCHEDULES,
     "distribution": STRATEGIES,
 }
 
@@ -203,7 +205,7 @@ class ModelConfig:
     image_head_pooling: str = "flatten"  # "flatten" (VGG fc6) | "average"
     mask_estimator: str = "logit"  # "logit" | "probability" (the literal reading)
     attention_objective: str = "adversarial_retrieval"  # | "adversarial" (the paper's game)
-    adversarial_weight: float = 0.1  # the hashing player's weight on L_adv (the paper's: 1; README "Results")
+    adversarial_weight: float = 0.1  # the hashing player's weight on L_adv (the paper's: 1)
     retrieval_view: str = "gated"  # | "attended" (the paper's H = D(Z * f)) | "whole" | "residual"
     # A frozen backbone on pictures: features are cached on the first run, heads train on them.
     freeze_backbone: bool = False
@@ -220,6 +222,7 @@ class TrainConfig:
     epochs: int = 15
     hash_learning_rate: float = 1e-3
     attention_learning_rate: float = 1e-3
+    attention_schedule: str = "constant"  # (the paper's) | "cosine" (training/attention_schedule.py)
     eval_every: int = 1
     keep_checkpoints: int = 3
     early_stopping_patience: int = 10  # evaluations without a better validation mAP; 0: never stop

@@ -14,6 +14,7 @@ from daah_tf.config import (
     ATTENTION_CHOICES,
     ATTENTION_GRADIENTS,
     ATTENTION_OBJECTIVES,
+    ATTENTION_SCHEDULES,
     BACKBONES,
     DATASETS,
     IMAGE_HEAD_POOLINGS,
@@ -132,6 +133,9 @@ flags.DEFINE_float("hash_learning_rate", _TRAIN.hash_learning_rate,
                    "Adam learning rate of the hashing player (encoders, heads).", lower_bound=0.0)
 flags.DEFINE_float("attention_learning_rate", _TRAIN.attention_learning_rate,
                    "Adam learning rate of the attention player.", lower_bound=0.0)
+flags.DEFINE_enum("attention_schedule", _TRAIN.attention_schedule, ATTENTION_SCHEDULES,
+                  "The attention player's learning rate over the epochs: constant (the paper's) "
+                  "or cosine (from --attention_learning_rate down to 0 at --epochs).")
 flags.DEFINE_integer("eval_every", _TRAIN.eval_every,
                      "Validation mAP every N epochs (model selection).", lower_bound=1)
 flags.DEFINE_integer("keep_checkpoints", _TRAIN.keep_checkpoints,
@@ -267,7 +271,8 @@ def config_from_flags():
     train = TrainConfig(
         model_dir=FLAGS.model_dir or default_model_dir(FLAGS.dataset, FLAGS.bits),
         epochs=FLAGS.epochs, hash_learning_rate=FLAGS.hash_learning_rate,
-        attention_learning_rate=FLAGS.attention_learning_rate, eval_every=FLAGS.eval_every,
+        attention_learning_rate=FLAGS.attention_learning_rate,
+        attention_schedule=FLAGS.attention_schedule, eval_every=FLAGS.eval_every,
         keep_checkpoints=FLAGS.keep_checkpoints,
         early_stopping_patience=FLAGS.early_stopping_patience, jit_compile=FLAGS.jit_compile,
         mixed_precision=FLAGS.mixed_precision, deterministic=FLAGS.deterministic,

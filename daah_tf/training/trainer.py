@@ -21,6 +21,7 @@ from daah_tf.evaluation.retrieval import chance_map, retrieval_maps
 from daah_tf.models.backbones import frozen_backbone
 from daah_tf.run import Run, inputs_description
 from daah_tf.training import distribution, run_directory
+from daah_tf.training.attention_schedule import AttentionLearningRate
 from daah_tf.training.checkpoints import RunCheckpoints
 from daah_tf.training.compiled_model import (
     build_compiled_model,
@@ -138,7 +139,9 @@ def _fit(model, feeder, checkpoints, config, start_epoch, print_fn):
                               train_config.early_stopping_patience, log_dir, mask_batch, print_fn)
     guard = NonFiniteGuard(config.train.on_nonfinite, steps, checkpoints.nonfinite_batches,
                            print_fn)
-    callbacks = [guard, keras.callbacks.TensorBoard(log_dir=log_dir), monitor]
+    schedule = AttentionLearningRate(train_config.attention_schedule,
+                                     train_config.attention_learning_rate, train_config.epochs)
+    callbacks = [schedule, guard, keras.callbacks.TensorBoard(log_dir=log_dir), monitor]
     model.fit(
         training, epochs=train_config.epochs, initial_epoch=start_epoch, steps_per_epoch=steps,
         validation_data=feeder.pipeline("validation", False) if has_validation else None,

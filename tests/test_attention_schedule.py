@@ -1,6 +1,7 @@
 """training/attention_schedule.py: the attention player's learning rate over the epochs."""
 
 import math
+import os
 
 import keras
 import numpy as np
@@ -62,3 +63,39 @@ def test_the_flag_reaches_the_config_and_refuses_other_values():
     assert TrainConfig(attention_schedule="cosine").attention_schedule == "cosine"
     with pytest.raises(ValueError, match="attention_schedule"):
         TrainConfig(attention_schedule="linear")
+
+
+def _logged_rates(directory, tag):
+    """{step: value} of a scalar the run wrote to TensorBoard (tf.summary writes tensors)."""
+    import tensorflow as tf
+
+    rates = {}
+    for name in os.listdir(directory):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(directory, name)):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    rates[event.step] = float(tf.make_ndarray(value.tensor))
+    return rates
+
+
+def test_a_cosine_run_trains_each_epoch_at_its_rate(tmp_path):
+    """Through the trainer: the rates TensorBoard got per epoch are the schedule's, the hashing
+    player's stays constant."""
+    from daah_tf.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from daah_tf.training import trainer
+
+    config = RunConfig(
+        data=DataConfig(synthetic_pairs=240, synthetic_classes=4, image_size=16, batch_size=32),
+        model=ModelConfig(bits=16, cnn_filters=(4, 8), image_hidden_units=(16, 16),
+                          text_units=(16, 16)),
+        train=TrainConfig(model_dir=str(tmp_path / "run"), epochs=3, max_steps_per_epoch=2,
+                          attention_learning_rate=2e-3, attention_schedule="cosine", verbose=0))
+    trainer.train_and_evaluate(config, "", print_fn=lambda line: None)
+    logs = os.path.join(str(tmp_path / "run"), "tensorboard", "train")
+    attention = _logged_rates(logs, "learning_rate/attention")
+    expected = {epoch + 1: cosine_learning_rate(2e-3, epoch, 3) for epoch in range(3)}
+    assert attention.keys() == expected.keys()
+    for step, rate in expected.items():  # 2e-3, 1.5e-3, 0.5e-3
+        assert math.isclose(attention[step], rate, rel_tol=1e-5), (step, attention)
+    assert all(math.isclose(r, 1e-3, rel_tol=1e-5)
+               for r in _logged_rates(logs, "learning_rate/hash").values())

@@ -222,7 +222,7 @@ class TrainConfig:
     epochs: int = 15
     hash_learning_rate: float = 1e-3
     attention_learning_rate: float = 1e-3
-    attention_schedule: str = "constant"  # (the paper's) | "cosine" (training/attention_schedule.py)
+    attention_schedule: str = "constant"  # (the paper's) | "cosine" (attention_schedule.py)
     eval_every: int = 1
     keep_checkpoints: int = 3
     early_stopping_patience: int = 10  # evaluations without a better validation mAP; 0: never stop

@@ -30,6 +30,11 @@ def make(hash_optimizer, attention_optimizer, dtype_policy):
     return tuple(players)
 
 
+def inner(optimizer):
+    """The optimizer that holds the learning rate: a LossScaleOptimizer's inner one, else itself."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
 def compile_config(model):
     """The compile config of a compiled DAAH model (None before compile)."""
     if model.hash_optimizer is None:

@@ -11,6 +11,8 @@ import math
 
 import keras
 
+from daah_tf.models import player_optimizers
+
 
 def cosine_learning_rate(base, epoch, epochs):
     """base * (1 + cos(pi * epoch / epochs)) / 2: `base` at epoch 0, 0 at epoch `epochs`.
@@ -30,7 +32,7 @@ class AttentionLearningRate(keras.callbacks.Callback):
     `fit` at its `initial_epoch`) continues on the same curve.
 
     Args:
-        schedule: "constant" (leaves the rate alone) or "cosine" (`cosine_learning_rate`).
+        schedule: "constant" (`base` every epoch) or "cosine" (`cosine_learning_rate`).
         base: `--attention_learning_rate`.
         epochs: `--epochs`.
     """
@@ -47,6 +49,5 @@ class AttentionLearningRate(keras.callbacks.Callback):
         return self.base
 
     def on_epoch_begin(self, epoch, logs=None):
-        optimizer = self.model.attention_optimizer
-        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer wraps
-        optimizer.learning_rate.assign(self.rate(epoch))
+        player_optimizers.inner(self.model.attention_optimizer).learning_rate.assign(
+            self.rate(epoch))

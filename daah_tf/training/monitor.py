@@ -6,11 +6,11 @@ import tensorflow as tf
 from absl import logging
 
 from daah_tf import faults
+from daah_tf.models import player_optimizers
 
 
 def _learning_rate(optimizer):
-    inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer wraps
-    return float(keras.ops.convert_to_numpy(inner.learning_rate))
+    return float(keras.ops.convert_to_numpy(player_optimizers.inner(optimizer).learning_rate))
 
 
 def mask_overlay(images, masks):

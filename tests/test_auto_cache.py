@@ -134,6 +134,36 @@ def test_a_changed_image_file_invalidates_the_cache(run, tmp_path):
     assert not np.array_equal(np.asarray(before[index]), np.asarray(changed.images[index]))
 
 
+def test_another_split_of_the_same_rows_reuses_the_cache_with_its_own_split(run, tmp_path):
+    """What another --seed does on a folder without split fields: the rows are the same, the
+    split is not; the features are computed once and each run trains on its own split."""
+    import shutil
+
+    from daah_tf.training.data_loading import load_data
+
+    config, data_dir, _, builds, _ = run
+    copy = tmp_path / "copy"
+    shutil.copytree(data_dir, copy)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data,
+                                                                  data_dir=str(copy)))
+    first = load_data(config)
+    calls = len(builds)
+    pairs = copy / "pairs.jsonl"
+    rows = [json.loads(line) for line in pairs.read_text().splitlines()]
+    for index, row in enumerate(rows):  # 3 query rows per colour instead of 2
+        row["split"] = "query" if index % 12 < 3 else "train"
+    pairs.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    resplit = load_data(config)
+    assert len(builds) == calls  # nothing computed again
+    assert resplit.extras["feature_cache_dir"] == first.extras["feature_cache_dir"]
+    np.testing.assert_array_equal(resplit.splits["query"],
+                                  [i for i in range(48) if i % 12 < 3])
+    assert len(first.splits["query"]) == 8 and len(resplit.splits["query"]) == 12
+    assert not set(resplit.splits["query"]) & set(resplit.splits["train"])
+    assert not set(resplit.splits["validation"]) & set(resplit.splits["train"])
+    np.testing.assert_array_equal(np.asarray(resplit.images), np.asarray(first.images))
+
+
 def load_data_paths(folder):
     from daah_tf.data.folder import load_folder
 

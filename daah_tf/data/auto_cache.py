@@ -7,11 +7,14 @@ temporary folder and renamed, so a cache is complete or absent) and every later 
 contents depend on:
 
     the rows        each image path with its file size and modification time (a changed or
-                    replaced file gives a new key), the texts, the labels and label names, the
-                    reader's splits (which hold the seed of a random split)
+                    replaced file gives a new key), the texts, the labels and label names
     the backbone    its name, its weights (for "imagenet": the converted weights file, whose
                     name carries the checkpoint's hash; for a FILE: its path, size and mtime)
     the images      the side S they are resized to, the cache format version
+
+The splits are not part of the key: a row's features do not depend on which split holds it, so
+runs that differ only in --seed (whose random protocol split differs on a folder without
+"split" fields) share one cache, and `load_cached` hands back the reader's splits of this run.
 
 Caches live in CACHE_ROOT/<dataset>-<backbone>-<S>px-<key[:16]>/, CACHE_ROOT being --cache_dir,
 else DATA_DIR/.daah_cache when that can be written, else the user cache folder
@@ -35,8 +38,9 @@ from daah_tf.data.base import DatasetError, PairedDataset
 from daah_tf.user_cache import cache_dir as user_cache_dir
 
 CACHE_FOLDER = ".daah_cache"
-# Part of the key: bump when what a cache holds changes for the same inputs.
-KEY_VERSION = 1
+# Part of the key: bump when what a cache holds changes for the same inputs. 2: the splits
+# left the key (version-1 caches were one per random split, i.e. one per seed).
+KEY_VERSION = 2
 
 
 def is_cached_run(data: PairedDataset, model_config, feature_cache_dir=""):
@@ -60,7 +64,7 @@ class FrozenBackbone(NamedTuple):
 
 def _rows_digest(data: PairedDataset):
     """sha256 over every row's content: image files by (path, size, mtime), pixel arrays by
-    their bytes, texts, labels, label names and splits."""
+    their bytes, texts, labels and label names (not the splits: see the module docstring)."""
     digest = hashlib.sha256()
     if data.image_kind == "paths":
         for path in data.images:
@@ -75,8 +79,6 @@ def _rows_digest(data: PairedDataset):
         digest.update(np.ascontiguousarray(data.texts, dtype=np.float32).tobytes())
     digest.update(np.ascontiguousarray(data.labels, dtype=np.float32).tobytes())
     digest.update(json.dumps([str(n) for n in data.label_names]).encode("utf-8"))
-    for name in sorted(data.splits):
-        digest.update(name.encode() + np.asarray(data.splits[name], np.int64).tobytes())
     return digest.hexdigest()
 
 
@@ -180,11 +182,13 @@ def load_cached(data: PairedDataset, model_config, image_size, backbone, **kwarg
 
     Returns:
         A PairedDataset with image_kind "features" (memory-mapped float16 maps), the same
-        rows, texts, labels and splits; extras["feature_cache_dir"] is the folder.
+        rows, texts and labels, and `data`'s splits (not the ones stored with the cache, which
+        are those of the run that built it); extras["feature_cache_dir"] is the folder.
     """
     folder, _ = ensure_feature_cache(data, model_config, image_size, backbone, **kwargs)
     cached = feature_cache.load_feature_cache(folder, dataset=data.name)
     if len(cached) != len(data):
         raise DatasetError(f"{folder}: {len(cached)} rows cached, the dataset has {len(data)}")
     cached.extras = dict(data.extras, **cached.extras, feature_cache_dir=folder)
+    cached.splits = {name: np.asarray(index, np.int64) for name, index in data.splits.items()}
     return cached

@@ -85,10 +85,13 @@ def test_report_writes_mean_std_table_floor_and_pr_figure(smoke_report):
             assert 0.0 <= mean <= 1.0 and 0.0 <= std <= 1.0, row
     # Synthetic data is drawn from the seed: the report says the splits differ.
     assert "splits differ between seeds" in text
-    # Attended shares for daah (both modalities), bit balances, IoU with the object boxes.
+    # Attended shares for daah (both modalities), bit balances, IoU with the object boxes and
+    # its three references (random, every touched cell, the best cell mask).
     diagnostics = {r.split("|")[1].strip(): r for r in _rows(text, "Attention and codes")[1:]}
     daah = diagnostics["DAAH (`daah`)"].strip("|").split("|")
-    assert len(daah) == 8 and all("±" in v for v in daah[2:]), daah
+    assert len(daah) == 10 and all("±" in v for v in daah[2:]), daah
+    random_iou, touched_iou, best_iou = (float(v.split("±")[0]) for v in daah[7:])
+    assert random_iou <= best_iou and touched_iou <= best_iou <= 1.0, daah
     assert "`floor`" not in "".join(diagnostics)
     assert "![PR curves at 16 bits](report_pr.png)" in text
     assert "--loss=dcmh --attention=none --seed=1" in text  # the cells' train commands

@@ -163,12 +163,15 @@ def map_table(cells, methods, bits_list, labels, seeds, directions):
 
 def diagnostics_table(cells, methods, bits_list, labels, seeds):
     """Markdown lines: last-epoch attended shares and bit balances, and the mask / object IoU
-    (against a random mask of the same size) where the dataset has object boxes."""
+    where the dataset has object boxes, beside a random mask of the same size, the mask of every
+    cell an object touches and the best mask of these cells (diagnostics.reference_cell_ious)."""
+    iou_names = ("mask_iou", "random_mask_iou", "touched_cells_iou", "best_cells_iou")
     with_iou = any("mask_iou" in (c["metrics"] or {}) for c in cells)
     header = ("| method | bits | attended image | attended text | bit balance image | "
               "bit balance text |")
-    header += " mask / object IoU | random mask IoU |" if with_iou else ""
-    lines = [header, "|---|---:|" + "---:|" * (6 if with_iou else 4)]
+    header += (" mask / object IoU | random mask IoU | every touched cell IoU | best cell mask "
+               "IoU |") if with_iou else ""
+    lines = [header, "|---|---:|" + "---:|" * (8 if with_iou else 4)]
     for bits in bits_list:
         for method in methods:
             if method == FLOOR or not _values(cells, method, bits, "i2t_map"):
@@ -177,7 +180,7 @@ def diagnostics_table(cells, methods, bits_list, labels, seeds):
                    for name in LOG_STATISTICS]
             if with_iou:
                 row += [fmt_mean_std(_values(cells, method, bits, name), len(seeds), 3)
-                        for name in ("mask_iou", "random_mask_iou")]
+                        for name in iou_names]
             lines.append(f"| {labels[method]} (`{method}`) | {bits} | " + " | ".join(row) + " |")
     return lines
 

@@ -43,8 +43,63 @@ def upsample_cells(masks, size):
     return masks[..., ys, :][..., xs]
 
 
+def _object_pixels(boxes, image_size):
+    """(n, K, 4) boxes (rows of -1 absent) -> (n, S, S) bool: the union of each row's boxes."""
+    objects = np.zeros((len(boxes), image_size, image_size), bool)
+    for row, row_boxes in enumerate(boxes):
+        for y0, x0, y1, x1 in row_boxes:
+            if y0 >= 0:
+                objects[row, y0:y1, x0:x1] = True
+    return objects
+
+
+def _cell_counts(objects, h, w):
+    """(n, S, S) object pixels -> ((n, h*w) object pixels per cell, (h*w,) pixels per cell),
+    cells as `upsample_cells` lays them out."""
+    size = objects.shape[-1]
+    cell_of_row = np.arange(size) * h // size
+    cell_of_column = np.arange(size) * w // size
+    cell = (cell_of_row[:, None] * w + cell_of_column[None, :]).ravel()  # (S*S,)
+    per_cell = np.stack([np.bincount(cell, weights=o.ravel(), minlength=h * w)
+                         for o in objects.reshape(len(objects), -1)])
+    return per_cell, np.bincount(cell, minlength=h * w).astype(float)
+
+
+def reference_cell_ious(boxes, image_size, h, w):
+    """What a mask of h x w cells can score against the object boxes, per image:
+
+    - "touched_cells_iou": the mask of every cell an object touches. An eraser that hides all
+      of every object (what L_adv asks of the attention) scores about this.
+    - "best_cells_iou": the best any cell mask can do. IoU = inter / (object + outside) over
+      chosen cells is a ratio of sums, so the best set is a prefix of the cells sorted by their
+      object share (a threshold on that share); every prefix is tried.
+
+    Args:
+        boxes: (n, K, 4) object boxes (y0, x0, y1, x1) in pixels; rows of -1 are absent.
+        image_size: S.
+        h, w: the mask's cells.
+
+    Returns:
+        {"touched_cells_iou": float, "best_cells_iou": float}, means over the n images.
+    """
+    objects = _object_pixels(boxes, image_size)
+    inside, cell_pixels = _cell_counts(objects, h, w)  # (n, h*w), (h*w,)
+    area = objects.sum(axis=(1, 2)).astype(float)
+    touched = inside > 0
+    touched_iou = (inside * touched).sum(1) / np.maximum(
+        area + ((cell_pixels - inside) * touched).sum(1), 1)
+    order = np.argsort(-(inside / cell_pixels), axis=1, kind="stable")
+    sorted_inside = np.take_along_axis(inside, order, axis=1)
+    sorted_outside = cell_pixels[order] - sorted_inside
+    prefix_iou = np.cumsum(sorted_inside, 1) / np.maximum(
+        area[:, None] + np.cumsum(sorted_outside, 1), 1)
+    return {"touched_cells_iou": float(np.mean(touched_iou)),
+            "best_cells_iou": float(np.mean(prefix_iou.max(axis=1)))}
+
+
 def mask_iou(masks, boxes, image_size, seed=0):
-    """How well image masks cover the known objects, against random masks of the same size.
+    """How well image masks cover the known objects, against random masks of the same size and
+    against what any mask of these cells can reach.
 
     Args:
         masks: (n, h, w) {0,1} attention masks at feature-map resolution.
@@ -54,15 +109,12 @@ def mask_iou(masks, boxes, image_size, seed=0):
 
     Returns:
         {"mask_iou": mean IoU of the masks (upsampled to S x S) with the union of the boxes,
-         "random_mask_iou": the same for random masks with as many cells per image}.
+         "random_mask_iou": the same for random masks with as many cells per image,
+         "touched_cells_iou", "best_cells_iou": see `reference_cell_ious`}.
     """
     masks = np.asarray(masks) > 0.5
     n, h, w = masks.shape
-    objects = np.zeros((n, image_size, image_size), bool)
-    for row in range(n):
-        for y0, x0, y1, x1 in boxes[row]:
-            if y0 >= 0:
-                objects[row, y0:y1, x0:x1] = True
+    objects = _object_pixels(boxes, image_size)
     rng = np.random.default_rng(seed)
     random_masks = np.zeros_like(masks)
     for row in range(n):
@@ -75,4 +127,5 @@ def mask_iou(masks, boxes, image_size, seed=0):
         union = np.logical_or(pixels, objects).sum(axis=(1, 2))
         return float(np.mean(inter / np.maximum(union, 1)))
 
-    return {"mask_iou": iou(masks), "random_mask_iou": iou(random_masks)}
+    return {"mask_iou": iou(masks), "random_mask_iou": iou(random_masks),
+            **reference_cell_ious(boxes, image_size, h, w)}

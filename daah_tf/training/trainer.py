@@ -194,7 +194,9 @@ def summary_lines(results):
                      f"{results['distinct_codes_text']} ({results['num_labels']} labels)")
     if "mask_iou" in results:
         lines.append(f"  image attention mask vs object boxes: IoU {results['mask_iou']:.3f} "
-                     f"(random mask of the same size {results['random_mask_iou']:.3f})")
+                     f"(random mask of the same size {results['random_mask_iou']:.3f}; the "
+                     f"mask of every cell an object touches {results['touched_cells_iou']:.3f}, "
+                     f"the best mask of these cells {results['best_cells_iou']:.3f})")
     return lines
 
 

@@ -140,3 +140,10 @@ def test_mask_iou_against_brute_force():
             touched[row, y0 * h // size:(y1 - 1) * h // size + 1,
                     x0 * w // size:(x1 - 1) * w // size + 1] = True
     assert np.isclose(mask_iou(touched, boxes, size)["mask_iou"], result["touched_cells_iou"])
+    # cell precision / recall against the touched cells, counted one cell at a time
+    hits = sum(1 for r in range(3) for i in range(h) for j in range(w)
+               if masks[r, i, j] and touched[r, i, j])
+    assert np.isclose(result["mask_cell_precision"], hits / masks.sum())
+    assert np.isclose(result["object_cell_recall"], hits / touched.sum())
+    exact = mask_iou(touched, boxes, size)
+    assert exact["mask_cell_precision"] == 1.0 and exact["object_cell_recall"] == 1.0

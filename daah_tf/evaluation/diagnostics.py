@@ -110,11 +110,16 @@ def mask_iou(masks, boxes, image_size, seed=0):
     Returns:
         {"mask_iou": mean IoU of the masks (upsampled to S x S) with the union of the boxes,
          "random_mask_iou": the same for random masks with as many cells per image,
-         "touched_cells_iou", "best_cells_iou": see `reference_cell_ious`}.
+         "touched_cells_iou", "best_cells_iou": see `reference_cell_ious`,
+         "mask_cell_precision": the share of the masks' cells that an object touches,
+         "object_cell_recall": the share of the cells objects touch that the masks hold}
+        (the last two pooled over all images).
     """
     masks = np.asarray(masks) > 0.5
     n, h, w = masks.shape
     objects = _object_pixels(boxes, image_size)
+    touched = _cell_counts(objects, h, w)[0].reshape(n, h, w) > 0
+    hits = np.logical_and(masks, touched).sum()
     rng = np.random.default_rng(seed)
     random_masks = np.zeros_like(masks)
     for row in range(n):
@@ -128,4 +133,6 @@ def mask_iou(masks, boxes, image_size, seed=0):
         return float(np.mean(inter / np.maximum(union, 1)))
 
     return {"mask_iou": iou(masks), "random_mask_iou": iou(random_masks),
-            **reference_cell_ious(boxes, image_size, h, w)}
+            **reference_cell_ious(boxes, image_size, h, w),
+            "mask_cell_precision": float(hits / max(masks.sum(), 1)),
+            "object_cell_recall": float(hits / max(touched.sum(), 1))}

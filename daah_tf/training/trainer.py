@@ -197,6 +197,8 @@ def summary_lines(results):
                      f"(random mask of the same size {results['random_mask_iou']:.3f}; the "
                      f"mask of every cell an object touches {results['touched_cells_iou']:.3f}, "
                      f"the best mask of these cells {results['best_cells_iou']:.3f})")
+        lines.append(f"  mask cells on an object {results['mask_cell_precision']:.0%}, object "
+                     f"cells in the mask {results['object_cell_recall']:.0%}")
     return lines
 
 

@@ -83,7 +83,11 @@ def reference_cell_ious(boxes, image_size, h, w):
         {"touched_cells_iou": float, "best_cells_iou": float}, means over the n images.
     """
     objects = _object_pixels(boxes, image_size)
-    inside, cell_pixels = _cell_counts(objects, h, w)  # (n, h*w), (h*w,)
+    return _reference_ious(objects, *_cell_counts(objects, h, w))
+
+
+def _reference_ious(objects, inside, cell_pixels):
+    """`reference_cell_ious` from (n, S, S) object pixels and their `_cell_counts`."""
     area = objects.sum(axis=(1, 2)).astype(float)
     touched = inside > 0
     touched_iou = (inside * touched).sum(1) / np.maximum(
@@ -118,7 +122,8 @@ def mask_iou(masks, boxes, image_size, seed=0):
     masks = np.asarray(masks) > 0.5
     n, h, w = masks.shape
     objects = _object_pixels(boxes, image_size)
-    touched = _cell_counts(objects, h, w)[0].reshape(n, h, w) > 0
+    inside, cell_pixels = _cell_counts(objects, h, w)
+    touched = inside.reshape(n, h, w) > 0
     hits = np.logical_and(masks, touched).sum()
     rng = np.random.default_rng(seed)
     random_masks = np.zeros_like(masks)
@@ -133,6 +138,6 @@ def mask_iou(masks, boxes, image_size, seed=0):
         return float(np.mean(inter / np.maximum(union, 1)))
 
     return {"mask_iou": iou(masks), "random_mask_iou": iou(random_masks),
-            **reference_cell_ious(boxes, image_size, h, w),
+            **_reference_ious(objects, inside, cell_pixels),
             "mask_cell_precision": float(hits / max(masks.sum(), 1)),
             "object_cell_recall": float(hits / max(touched.sum(), 1))}

@@ -110,6 +110,11 @@ LOGICAL_DEVICES_NEED_MIRRORED = Rule(
     ("distribution", "logical_cpu_devices"),
     lambda v: v["logical_cpu_devices"] <= 1 or v["distribution"] == "mirrored",
     "{logical_cpu_devices} is for {distribution}=mirrored")
+WEIGHT_AVERAGE_DECAY_RANGE = Rule(
+    ("weight_average_decay",),
+    lambda v: 0.0 <= v["weight_average_decay"] < 1.0,
+    "{weight_average_decay} must be in [0, 1): 0 for no averaging, e.g. 0.99 for an average "
+    "over about 100 steps")
 CACHE_NEEDS_PRECOMPUTED = Rule(
     ("image_backbone", "feature_cache"),
     lambda v: not v["feature_cache"] or v["image_backbone"] == "precomputed",
@@ -127,11 +132,11 @@ DATA_DIR_GIVEN = Rule(
     "{data_dir} (or a {feature_cache}) is required for every dataset but synthetic")
 
 MODEL_RULES = (WEIGHTS_NEED_PRETRAINED, DCMH_WITHOUT_ATTENTION)  # checked by ModelConfig
-TRAIN_RULES = (LOGICAL_DEVICES_NEED_MIRRORED,)  # by TrainConfig
+TRAIN_RULES = (LOGICAL_DEVICES_NEED_MIRRORED, WEIGHT_AVERAGE_DECAY_RANGE)  # by TrainConfig
 RUN_RULES = (CACHE_NEEDS_PRECOMPUTED, WIKI_IS_VECTORS)  # across the parts: by RunConfig
 # Every rule, in the order the command line checks them (it reports the first broken one).
 RULES = (DATA_DIR_GIVEN, CACHE_NEEDS_PRECOMPUTED, WEIGHTS_NEED_PRETRAINED, WIKI_IS_VECTORS,
-         LOGICAL_DEVICES_NEED_MIRRORED, DCMH_WITHOUT_ATTENTION)
+         LOGICAL_DEVICES_NEED_MIRRORED, WEIGHT_AVERAGE_DECAY_RANGE, DCMH_WITHOUT_ATTENTION)
 
 
 def _values(config):
@@ -226,6 +231,7 @@ class TrainConfig:
     eval_every: int = 1
     keep_checkpoints: int = 3
     early_stopping_patience: int = 10  # evaluations without a better validation mAP; 0: never stop
+    weight_average_decay: float = 0.0  # 0: select the live weights; else (0, 1): their average
     jit_compile: bool = False
     mixed_precision: str = "none"
     deterministic: bool = False

@@ -143,6 +143,10 @@ flags.DEFINE_integer("keep_checkpoints", _TRAIN.keep_checkpoints,
 flags.DEFINE_integer("early_stopping_patience", _TRAIN.early_stopping_patience,
                      "Stop after N evaluations without a better validation mAP (0: never).",
                      lower_bound=0)
+flags.DEFINE_float("weight_average_decay", _TRAIN.weight_average_decay,
+                   "Validate, select and export an exponential moving average of the weights "
+                   "(Polyak averaging; decay in (0, 1), about 1/(1-decay) steps) instead of the "
+                   "live ones; 0: off.")
 flags.DEFINE_boolean("jit_compile", _TRAIN.jit_compile, "Compile the train step with XLA.")
 flags.DEFINE_enum("mixed_precision", _TRAIN.mixed_precision, MIXED_PRECISIONS,
                   "Mixed precision policy (float16 scales both players' losses).")
@@ -274,7 +278,8 @@ def config_from_flags():
         attention_learning_rate=FLAGS.attention_learning_rate,
         attention_schedule=FLAGS.attention_schedule, eval_every=FLAGS.eval_every,
         keep_checkpoints=FLAGS.keep_checkpoints,
-        early_stopping_patience=FLAGS.early_stopping_patience, jit_compile=FLAGS.jit_compile,
+        early_stopping_patience=FLAGS.early_stopping_patience,
+        weight_average_decay=FLAGS.weight_average_decay, jit_compile=FLAGS.jit_compile,
         mixed_precision=FLAGS.mixed_precision, deterministic=FLAGS.deterministic,
         max_steps_per_epoch=FLAGS.max_steps_per_epoch, verbose=FLAGS.verbose,
         on_nonfinite=FLAGS.on_nonfinite, distribution=FLAGS.distribution,

@@ -21,6 +21,8 @@ class RunCheckpoints:
         model: a compiled DAAH model (its optimizers built).
         model_dir: the run directory.
         keep: how many latest checkpoints to keep.
+        weight_average: the run's `WeightAverage`, saved and restored with the rest; None
+            without averaging.
 
     Attributes:
         epoch: int64 variable, epochs completed.
@@ -28,13 +30,14 @@ class RunCheckpoints:
         best_epoch: int64 variable, the epoch of that score (0 before any).
     """
 
-    def __init__(self, model, model_dir, keep):
+    def __init__(self, model, model_dir, keep, weight_average=None):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.best_score = tf.Variable(-1.0, dtype=tf.float32, trainable=False, name="best_score")
         self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
         self.evaluations_without_gain = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.nonfinite_batches = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.checkpoint = tf.train.Checkpoint(
+        self.weight_average = weight_average
+        tracked = dict(
             model=model,
             hash_optimizer=model.hash_optimizer,
             attention_optimizer=model.attention_optimizer,
@@ -44,6 +47,9 @@ class RunCheckpoints:
             evaluations_without_gain=self.evaluations_without_gain,
             nonfinite_batches=self.nonfinite_batches,
         )
+        if weight_average is not None:  # runs without it keep the checkpoint layout they had
+            tracked["weight_average"] = weight_average
+        self.checkpoint = tf.train.Checkpoint(**tracked)
         directory = os.path.join(model_dir, CHECKPOINTS_DIR)
         self.latest = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=keep)
         self.best = tf.train.CheckpointManager(

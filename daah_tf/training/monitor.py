@@ -1,5 +1,7 @@
 """The Keras callback that evaluates, selects, checkpoints and logs at each epoch's end."""
 
+import contextlib
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -91,12 +93,15 @@ class TrainingMonitor(keras.callbacks.Callback):
         log_dir: DIR/tensorboard.
         mask_batch: a fixed batch of validation inputs whose image masks are logged, or None.
         print_fn: where the one-line summary per evaluation goes.
+        weight_average: a `WeightAverage` to update after every batch, whose averaged weights
+            are the ones validated and saved as the best checkpoint; None: the live weights.
     """
 
     def __init__(self, checkpoints, validate, epochs, eval_every, patience, log_dir,
-                 mask_batch=None, print_fn=print):
+                 mask_batch=None, print_fn=print, weight_average=None):
         super().__init__()
         self.checkpoints = checkpoints
+        self.weight_average = weight_average
         self.validate = validate
         self.epochs = epochs
         self.eval_every = eval_every
@@ -107,7 +112,15 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.validation_writer = tf.summary.create_file_writer(f"{log_dir}/validation")
 
     def on_train_batch_end(self, batch, logs=None):
+        if self.weight_average is not None:
+            self.weight_average.update()
         faults.point("train_batch")  # a crash test's kill mid-epoch (off by default)
+
+    def _selected_weights(self):
+        """The weights that are validated and saved as the best: the averaged ones if any."""
+        if self.weight_average is None:
+            return contextlib.nullcontext()
+        return self.weight_average.swapped()
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
@@ -129,17 +142,20 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.validation_writer.flush()
 
     def _evaluate(self, done, logs):
-        maps = self.validate()
-        if maps is None:
-            return
-        score = float(np.mean([maps["i2t"], maps["t2i"]]))
+        # The latest checkpoint (saved after this) holds the live weights and the averages, to
+        # resume; the best one, saved here, holds the averaged weights as the model's.
+        with self._selected_weights():
+            maps = self.validate()
+            if maps is None:
+                return
+            score = float(np.mean([maps["i2t"], maps["t2i"]]))
+            improved = score > float(self.checkpoints.best_score.numpy())
+            if improved:
+                self.checkpoints.save_best(done, score)
         with self.validation_writer.as_default(step=done):
             for name, value in maps.items():
                 tf.summary.scalar(f"map/{name}", value)
-        improved = score > float(self.checkpoints.best_score.numpy())
-        if improved:
-            self.checkpoints.save_best(done, score)
-        else:
+        if not improved:
             self.checkpoints.evaluations_without_gain.assign_add(1)
         self.print_fn(
             f"epoch {done}/{self.epochs}  loss {logs.get('loss', float('nan')):.4f}  "

@@ -91,9 +91,11 @@ def check_writable(model_dir):
 
 
 def _settings(config: RunConfig):
-    """The parts of a config that must match for a run to be resumed (not epochs etc.)."""
+    """The parts of a config that must match for a run to be resumed (not epochs etc.); the
+    weight average too: its variables are in the checkpoints or not."""
     raw = dataclasses.asdict(config)
-    return {"data": raw["data"], "model": raw["model"]}
+    return {"data": raw["data"], "model": raw["model"],
+            "train": {"weight_average_decay": raw["train"]["weight_average_decay"]}}
 
 
 def holds_run(model_dir):

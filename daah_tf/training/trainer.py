@@ -30,6 +30,7 @@ from daah_tf.training.compiled_model import (
 )
 from daah_tf.training.data_loading import load_data
 from daah_tf.training.monitor import NonFiniteGuard, TrainingMonitor
+from daah_tf.training.weight_average import WeightAverage
 
 
 def configure_runtime(config: RunConfig):
@@ -136,7 +137,8 @@ def _fit(model, feeder, checkpoints, config, start_epoch, print_fn):
         mask_batch = next(iter(feeder.pipeline("validation", False, with_labels=False)))
     log_dir = Run(train_config.model_dir).tensorboard_dir
     monitor = TrainingMonitor(checkpoints, validate, train_config.epochs, train_config.eval_every,
-                              train_config.early_stopping_patience, log_dir, mask_batch, print_fn)
+                              train_config.early_stopping_patience, log_dir, mask_batch, print_fn,
+                              weight_average=checkpoints.weight_average)
     guard = NonFiniteGuard(config.train.on_nonfinite, steps, checkpoints.nonfinite_batches,
                            print_fn)
     schedule = AttentionLearningRate(train_config.attention_schedule,
@@ -164,6 +166,7 @@ def final_metrics(model, feeder, config, checkpoints):
         num_query=len(data.splits["query"]),
         num_database=len(data.splits["database"]),
         selected_on="validation" if len(data.splits["validation"]) else "last_epoch",
+        weight_average_decay=config.train.weight_average_decay,
     )
     # Collapse: bits constant over the database, or fewer distinct codes than labels.
     results.update(collapse_stats(database, feeder.labels("database")))
@@ -232,7 +235,9 @@ def train_and_evaluate(config: RunConfig, flags_text, print_fn=print):
     run_directory.atomic_write_json(run.inputs_path,
                                     inputs_description(data, image_shape, text_dim))
     with strategy.scope():
-        checkpoints = RunCheckpoints(model, model_dir, config.train.keep_checkpoints)
+        decay = config.train.weight_average_decay
+        average = WeightAverage(model.trainable_variables, decay) if decay else None
+        checkpoints = RunCheckpoints(model, model_dir, config.train.keep_checkpoints, average)
     distribution.skip_keras_symbolic_build(model)
     start_epoch = 0
     if resuming:
@@ -262,6 +267,8 @@ def train_and_evaluate(config: RunConfig, flags_text, print_fn=print):
                "nonfinite_batches_skipped": int(checkpoints.nonfinite_batches.numpy())}
     if checkpoints.restore_best() is None:
         logging.info("No validation split: keeping the last epoch's weights.")
+        if average is not None:
+            average.swap()  # the last epoch's averaged weights, as a best checkpoint holds
     results = final_metrics(model, feeder, config, checkpoints)
     results.update(trained)  # of the whole run, not of the selected checkpoint
     if not chief:

@@ -37,6 +37,8 @@ IMAGE_HEAD_POOLINGS = ("flatten", "average")
 MASK_ESTIMATORS = ("logit", "probability")
 ATTENTION_OBJECTIVES = ("adversarial_retrieval", "adversarial")
 RETRIEVAL_VIEWS = ("attended", "whole", "residual", "gated")
+# The text side's view: "same" follows --retrieval_view.
+TEXT_RETRIEVAL_VIEWS = ("same", *RETRIEVAL_VIEWS)
 
 MIXED_PRECISIONS = ("none", "bfloat16", "float16")
 NONFINITE_POLICIES = ("stop", "skip_batch")
@@ -57,6 +59,7 @@ CHOICES = {
     "mask_estimator": MASK_ESTIMATORS,
     "attention_objective": ATTENTION_OBJECTIVES,
     "retrieval_view": RETRIEVAL_VIEWS,
+    "text_retrieval_view": TEXT_RETRIEVAL_VIEWS,
     "mixed_precision": MIXED_PRECISIONS,
     "on_nonfinite": NONFINITE_POLICIES,
     "attention_schedule": ATTENTION_SCHEDULES,
@@ -212,6 +215,7 @@ class ModelConfig:
     attention_objective: str = "adversarial_retrieval"  # | "adversarial" (the paper's game)
     adversarial_weight: float = 0.1  # the hashing player's weight on L_adv (the paper's: 1)
     retrieval_view: str = "gated"  # | "attended" (the paper's H = D(Z * f)) | "whole" | "residual"
+    text_retrieval_view: str = "same"  # the text codes' view; "same": retrieval_view
     # A frozen backbone on pictures: features are cached on the first run, heads train on them.
     freeze_backbone: bool = False
 

@@ -27,6 +27,7 @@ from daah_tf.config import (
     RULES,
     SIMILARITY_KINDS,
     STRATEGIES,
+    TEXT_RETRIEVAL_VIEWS,
     TEXT_WEIGHTINGS,
     UPDATE_MODES,
     DataConfig,
@@ -124,6 +125,10 @@ flags.DEFINE_enum("retrieval_view", _MODEL.retrieval_view, RETRIEVAL_VIEWS,
                   "the whole f (the mask then only shapes the unattended view of L_adv), or "
                   "(1 + Z) * f (residual attention: attended features emphasised), or "
                   "Z * f + sigmoid(g) * (1 - Z) * f with g learned by the hashing player (gated).")
+flags.DEFINE_enum("text_retrieval_view", _MODEL.text_retrieval_view, TEXT_RETRIEVAL_VIEWS,
+                  "The text codes' view, if other than --retrieval_view's (same: as "
+                  "--retrieval_view; e.g. whole: text codes read every text feature, the text "
+                  "mask only shapes L_adv).")
 
 # Training.
 flags.DEFINE_string("model_dir", _TRAIN.model_dir,
@@ -268,6 +273,7 @@ def config_from_flags():
         image_head_pooling=FLAGS.image_head_pooling,
         attention_objective=FLAGS.attention_objective,
         retrieval_view=FLAGS.retrieval_view,
+        text_retrieval_view=FLAGS.text_retrieval_view,
         adversarial_weight=FLAGS.adversarial_weight,
         freeze_backbone=_freeze(FLAGS.freeze_backbone, FLAGS.image_backbone,
                                 FLAGS.image_weights),

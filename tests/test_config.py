@@ -42,6 +42,8 @@ def test_setting_names_are_unique_across_the_parts():
 @pytest.mark.parametrize("build, message", [
     (lambda: ModelConfig(update="sometimes"), "model.update must be one of"),
     (lambda: ModelConfig(retrieval_view="sideways"), "model.retrieval_view must be one of"),
+    (lambda: ModelConfig(text_retrieval_view="sideways"),
+     "model.text_retrieval_view must be one of"),
     (lambda: DataConfig(dataset="imagenet"), "data.dataset must be one of"),
     (lambda: TrainConfig(distribution="tpu"), "train.distribution must be one of"),
     (lambda: ModelConfig(loss="dcmh"),

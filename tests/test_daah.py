@@ -544,15 +544,22 @@ def test_keras_file_round_trip_restores_both_optimizers(tmp_path):
                                model.encode_image(inputs["image"]), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("view", ["attended", "whole", "residual", "gated"])
-def test_retrieval_view_reads_the_features_it_names(view):
-    """H = D(Z * f) (the paper's), D(f), D((1 + Z) * f) or D(Z * f + sigmoid(g) (1 - Z) * f);
-    the unattended codes are always D((1 - Z) * f), and encode_image/encode_text give the
-    training forward's codes."""
-    model = build_model(tiny_config(retrieval_view=view), IMAGE_SHAPE, TEXT_DIM)
-    if view == "gated":
-        model.unattended_gates["image"].assign(-1.0)  # any value but the initial 0
-        model.unattended_gates["text"].assign(2.0)
+@pytest.mark.parametrize("view, text_view", [
+    ("attended", "same"), ("whole", "same"), ("residual", "same"), ("gated", "same"),
+    ("gated", "whole"), ("attended", "gated"),
+])
+def test_retrieval_view_reads_the_features_it_names(view, text_view):
+    """H = D(Z * f) (the paper's), D(f), D((1 + Z) * f) or D(Z * f + sigmoid(g) (1 - Z) * f),
+    the text side's by --text_retrieval_view where given; the unattended codes are always
+    D((1 - Z) * f), and encode_image/encode_text give the training forward's codes."""
+    model = build_model(tiny_config(retrieval_view=view, text_retrieval_view=text_view),
+                        IMAGE_SHAPE, TEXT_DIM)
+    views = {"image": view, "text": view if text_view == "same" else text_view}
+    gate_values = {"image": -1.0, "text": 2.0}  # any values but the initial 0
+    assert sorted(getattr(model, "unattended_gates", {})) == sorted(
+        m for m in views if views[m] == "gated")
+    for modality, gate in getattr(model, "unattended_gates", {}).items():
+        gate.assign(gate_values[modality])
     inputs, _ = make_batch()
     outputs = model(inputs)
     for modality, encoder, attention, head, encode in (
@@ -564,10 +571,10 @@ def test_retrieval_view_reads_the_features_it_names(view):
         mask = attention(features)[2].numpy()
         if mask.ndim < features.ndim:
             mask = mask[..., None]  # a spatial mask covers every channel
-        gate = 1.0 / (1.0 + np.exp(-{"image": -1.0, "text": 2.0}[modality]))
+        gate = 1.0 / (1.0 + np.exp(-gate_values[modality]))
         read = {"attended": mask * features, "whole": features,
                 "residual": (1.0 + mask) * features,
-                "gated": mask * features + gate * (1.0 - mask) * features}[view]
+                "gated": mask * features + gate * (1.0 - mask) * features}[views[modality]]
         np.testing.assert_allclose(outputs[f"{modality}_codes"], head(read), atol=1e-5)
         np.testing.assert_allclose(outputs[f"{modality}_unattended_codes"],
                                    head((1.0 - mask) * features), atol=1e-5)
@@ -586,5 +593,8 @@ def test_gates_belong_to_the_hashing_player_and_learn():
 def test_retrieval_view_survives_get_config():
     model = build_model(tiny_config(retrieval_view="residual"), IMAGE_SHAPE, TEXT_DIM)
     assert DAAH.from_config(model.get_config()).retrieval_view == "residual"
+    assert "text_retrieval_view" not in model.get_config()  # older configs keep their form
+    model = build_model(tiny_config(text_retrieval_view="whole"), IMAGE_SHAPE, TEXT_DIM)
+    assert DAAH.from_config(model.get_config()).views == {"image": "gated", "text": "whole"}
     with pytest.raises(ValueError, match="retrieval_view"):
         build_model(tiny_config(retrieval_view="sideways"), IMAGE_SHAPE, TEXT_DIM)

@@ -74,6 +74,9 @@ class DAAH(keras.Model):
             with one scalar g per modality learned by the hashing player (the command line's
             default), "whole" f, or "residual" (1 + Z) * f. The unattended codes of L_adv
             always read (1 - Z) * f.
+        text_retrieval_view: the text codes' view if other than `retrieval_view` (None: the
+            same; e.g. "whole": the text codes read every text feature and the text mask only
+            shapes L_adv).
         adversarial_weight: w, the hashing player's weight on L_adv (the paper's: 1).
         **kwargs: standard Model arguments.
 
@@ -90,10 +93,12 @@ class DAAH(keras.Model):
                  text_head, margin=1.0, similarity="binary", update="alternating",
                  adversarial=True, attention_gradient="unattended", loss="daah",
                  dcmh_weights=(1.0, 1.0), attention_objective="adversarial_retrieval",
-                 retrieval_view="attended", adversarial_weight=1.0, **kwargs):
+                 retrieval_view="attended", adversarial_weight=1.0, text_retrieval_view=None,
+                 **kwargs):
         super().__init__(**kwargs)
         for name, value, allowed in (
             ("retrieval_view", retrieval_view, RETRIEVAL_VIEWS),
+            ("text_retrieval_view", text_retrieval_view, (None, *RETRIEVAL_VIEWS)),
             ("attention_objective", attention_objective, ATTENTION_OBJECTIVES),
             ("loss", loss, LOSSES),
             ("attention_gradient", attention_gradient, ATTENTION_GRADIENTS),
@@ -122,6 +127,9 @@ class DAAH(keras.Model):
         self.dcmh_weights = tuple(float(w) for w in dcmh_weights)
         self.attention_objective_kind = attention_objective
         self.retrieval_view = retrieval_view
+        self.text_retrieval_view = text_retrieval_view
+        # What each modality's retrieval codes read (`retrieval_view.retrieval_features`).
+        self.views = {"image": retrieval_view, "text": text_retrieval_view or retrieval_view}
         self.adversarial_weight = float(adversarial_weight)
         # What the players optimise (a plain object: nothing of it is saved).
         self.objective = build_objective(
@@ -147,13 +155,15 @@ class DAAH(keras.Model):
         _build_once(self.image_head, image_features)
         _build_once(self.text_head, text_features)
         self._input_shapes = {"image": list(image_shape), "text": list(text_shape)}
-        if self.retrieval_view == "gated" and self.image_attention is not None:
+        gated = [m for m in ("image", "text") if self.views[m] == "gated"]
+        if gated and self.image_attention is not None:
             # How much of the unattended features the retrieval codes also read, sigmoid(g),
-            # one per modality; the hashing player's variables (it learns what hiding costs).
+            # one per gated modality; the hashing player's variables (it learns what hiding
+            # costs).
             self.unattended_gates = {
                 modality: self.add_weight(shape=(), initializer="zeros",
                                           name=f"{modality}_unattended_gate")
-                for modality in ("image", "text")}
+                for modality in gated}
         self.built = True
         if self.hash_optimizer is not None:
             self._build_optimizers()
@@ -255,7 +265,7 @@ class DAAH(keras.Model):
     def _retrieval_features(self, features, attended, modality):
         """What the retrieval codes read, given the features f and the attended Z * f."""
         gate = getattr(self, "unattended_gates", {}).get(modality)
-        return retrieval_features(self.retrieval_view, features, attended, gate)
+        return retrieval_features(self.views[modality], features, attended, gate)
 
     def _encode(self, features, attention, head, training, modality):
         if attention is not None:
@@ -422,6 +432,9 @@ class DAAH(keras.Model):
             retrieval_view=self.retrieval_view,
             adversarial_weight=self.adversarial_weight,
         )
+        if self.text_retrieval_view is not None:
+            # Written only when set, so that configs of older versions keep their form.
+            config["text_retrieval_view"] = self.text_retrieval_view
         return config
 
     @classmethod

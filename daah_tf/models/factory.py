@@ -59,6 +59,8 @@ def build_model(config: ModelConfig, image_shape, text_dim):
         dcmh_weights=(config.dcmh_quantization_weight, config.dcmh_balance_weight),
         attention_objective=config.attention_objective,
         retrieval_view=config.retrieval_view,
+        text_retrieval_view=(None if config.text_retrieval_view == "same"
+                             else config.text_retrieval_view),
         adversarial_weight=config.adversarial_weight,
         name="daah",
     )

@@ -29,7 +29,7 @@ APPLICATION_BACKBONES = ("resnet50", "mobilenet_v2", "efficientnet_b0")  # keras
 PRETRAINED_BACKBONES = ("vgg19", "efficientnet_lite0", *APPLICATION_BACKBONES)
 BACKBONES = (*PRETRAINED_BACKBONES, "small_cnn", "precomputed")
 ATTENTION_CHOICES = ("adversarial", "none")
-ATTENTION_GRADIENTS = ("unattended", "both")
+ATTENTION_GRADIENTS = ("unattended", "both", "unattended_and_text")
 LOSSES = ("daah", "dcmh")
 SIMILARITY_KINDS = ("binary", "count", "cosine")
 UPDATE_MODES = ("alternating", "simultaneous")
@@ -203,7 +203,7 @@ class ModelConfig:
     dropout: float = 0.0
     attention: str = "adversarial"  # "adversarial" | "none"
     adversarial: bool = True
-    attention_gradient: str = "unattended"  # "unattended" | "both"
+    attention_gradient: str = "unattended"  # "unattended" | "both" | "unattended_and_text"
     loss: str = "daah"  # "daah" | "dcmh" (the DCMH-style baseline, with attention "none")
     dcmh_quantization_weight: float = 1.0
     dcmh_balance_weight: float = 1.0

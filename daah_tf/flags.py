@@ -95,7 +95,9 @@ flags.DEFINE_float("margin", _MODEL.margin, "Margin eps of the triplet ranking l
                    lower_bound=0.0)
 flags.DEFINE_enum("attention_gradient", _MODEL.attention_gradient, ATTENTION_GRADIENTS,
                   "Attention player's gradient of L_adv: through the unattended codes only, "
-                  "or through the attended query codes too (see the README).")
+                  "through the attended query codes too (both, the paper's), or through the "
+                  "unattended codes and the attended text query codes (unattended_and_text; "
+                  "see the README).")
 flags.DEFINE_enum("loss", _MODEL.loss, LOSSES,
                   "daah: the paper's triplet losses; dcmh: the DCMH-style baseline "
                   "(needs --attention=none).")

@@ -246,13 +246,14 @@ def test_one_step_with_zero_learning_rates_moves_only_the_other_player():
 
 
 @pytest.mark.parametrize("attention_objective", ["adversarial", "adversarial_retrieval"])
-@pytest.mark.parametrize("attention_gradient", ["unattended", "both"])
+@pytest.mark.parametrize("attention_gradient", ["unattended", "both", "unattended_and_text"])
 def test_attention_step_is_gradient_ascent_on_its_objective(attention_gradient,
                                                             attention_objective):
     # With the hashing player frozen (SGD, lr 0), the attention player's SGD step (lr 1) must
     # be +d objective / d theta_G, recomputed here from the losses module: L_adv (Eq. 3), minus
     # L_ret (Eq. 2) of the attended codes for "adversarial_retrieval". With "unattended", the
-    # attended query codes count as constants in L_adv (not in L_ret).
+    # attended query codes count as constants in L_adv (not in L_ret); with
+    # "unattended_and_text" only the attended image codes do.
     model = build_model(tiny_config(attention_gradient=attention_gradient,
                                     attention_objective=attention_objective,
                                     mask_estimator="logit"), IMAGE_SHAPE, TEXT_DIM)
@@ -263,8 +264,10 @@ def test_attention_step_is_gradient_ascent_on_its_objective(attention_gradient,
     with tf.GradientTape() as tape:
         outputs = model(inputs)
         image_codes, text_codes = outputs["image_codes"], outputs["text_codes"]
+        if attention_gradient != "both":
+            image_codes = tf.stop_gradient(image_codes)
         if attention_gradient == "unattended":
-            image_codes, text_codes = tf.stop_gradient(image_codes), tf.stop_gradient(text_codes)
+            text_codes = tf.stop_gradient(text_codes)
         objective = losses.adversarial_loss(
             image_codes, text_codes, outputs["image_unattended_codes"],
             outputs["text_unattended_codes"], labels, 1.0)["total"]

@@ -62,7 +62,8 @@ class DAAH(keras.Model):
         update: "alternating" (the paper: attention pass 2 runs after pass 1's update) or
             "simultaneous" (one forward pass, both players' gradients from it).
         adversarial: if False, drop L_adv and never train the attention (ablation).
-        attention_gradient: "unattended" (default) or "both" (the literal reading): which codes
+        attention_gradient: "unattended" (default), "both" (the literal reading) or
+            "unattended_and_text" (the attended text codes too, not the image ones): which codes
             carry the attention player's gradient of L_adv (`objectives.DAAHObjective`).
         loss: "daah" (Eq. 1-4, `objectives.DAAHObjective`) or "dcmh", the DCMH-style baseline
             (`objectives.DCMHObjective`; no attention).

@@ -29,7 +29,9 @@ class DAAHObjective:
         adversarial: whether L_adv enters F and the attention player plays.
         adversarial_weight: w in F = L_ret + w * L_adv.
         attention_gradient: "unattended" (the attention player's gradient of L_adv reaches the
-            unattended codes only; the attended query codes are held constant) or "both".
+            unattended codes only; the attended query codes are held constant), "both" (the
+            paper's: the attended query codes too) or "unattended_and_text" (the attended
+            text query codes too, the attended image query codes held constant).
         attention_objective: "adversarial_retrieval" or "adversarial" (above).
     """
 
@@ -75,11 +77,15 @@ class DAAHObjective:
 
         For the attention player with attention_gradient="unattended" the attended query codes
         are held constant, so the player can raise L_adv only by hiding similarity from the
-        unattended codes, not by spoiling the retrieval codes.
+        unattended codes, not by spoiling the retrieval codes; "unattended_and_text" holds only
+        the attended image codes constant (the text mask also answers for the text query codes
+        of F_{T->I^}).
         """
         image_codes, text_codes = outputs["image_codes"], outputs["text_codes"]
+        if attention_player and self.attention_gradient in ("unattended", "unattended_and_text"):
+            image_codes = tf.stop_gradient(image_codes)
         if attention_player and self.attention_gradient == "unattended":
-            image_codes, text_codes = tf.stop_gradient(image_codes), tf.stop_gradient(text_codes)
+            text_codes = tf.stop_gradient(text_codes)
         return losses.adversarial_loss(
             image_codes,
             text_codes,

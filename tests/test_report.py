@@ -93,6 +93,14 @@ def test_report_writes_mean_std_table_floor_and_pr_figure(smoke_report):
     random_iou, touched_iou, best_iou = (float(v.split("±")[0]) for v in daah[7:])
     assert random_iou <= best_iou and touched_iou <= best_iou <= 1.0, daah
     assert "`floor`" not in "".join(diagnostics)
+    # DAAH minus each other method, per seed: mean ± standard error (k/n seeds at or above).
+    paired = {r.split("|")[1].strip(): r for r in _rows(text, "DAAH against each method")[1:]}
+    assert set(paired) == {"DCMH-style loss, no attention (`dcmh`)",
+                           "linear floor: ridge + projection + sign, on the DAAH run's inputs "
+                           "(`floor`)"}
+    for row in paired.values():
+        for cell in row.strip("|").split("|")[1:]:
+            assert cell.strip().endswith("/2)") and "±" in cell, row
     assert "![PR curves at 16 bits](report_pr.png)" in text
     assert "--loss=dcmh --attention=none --seed=1" in text  # the cells' train commands
     for seed in (0, 1):
@@ -170,6 +178,32 @@ def test_last_epoch_statistics_skips_validation_values(tmp_path):
                      "bit_balance_image": 0.3}
     assert report_seeds.fmt_mean_std([0.2, 0.4], 2) == "0.3000 ± 0.1414"
     assert report_seeds.fmt_mean_std([0.2, None], 2) == "0.2000 (n=1)"
+
+
+def test_paired_differences_match_numpy():
+    rng = np.random.default_rng(0)
+    seeds = [0, 1, 2, 3, 5]
+    maps = {m: rng.uniform(0.2, 0.8, size=len(seeds)) for m in ("daah", "no_attention")}
+
+    def cell(method, seed, value):
+        return {"method": method, "bits": 64, "seed": seed, "metrics": {"t2i_map": value}}
+
+    cells = [cell(m, s, maps[m][i]) for m in maps for i, s in enumerate(seeds)]
+    cells.append(cell("no_attention", 9, 0.5))  # a seed DAAH lacks: not paired
+    cells.append(dict(cell("daah", 4, None), metrics=None))  # an unfinished run: not paired
+    differences = report_seeds.paired_differences(cells, "no_attention", 64, "t2i_map")
+    expected = maps["daah"] - maps["no_attention"]
+    np.testing.assert_allclose(differences, expected)
+    mean, error = expected.mean(), expected.std(ddof=1) / np.sqrt(len(expected))
+    wins = int((expected >= 0).sum())
+    assert report_seeds.fmt_paired(differences) == f"{mean:+.4f} ± {error:.4f} ({wins}/5)"
+    assert report_seeds.fmt_paired([0.25]) == "+0.2500 (1/1)"
+    assert report_seeds.fmt_paired([]) == "n/a"
+    lines = report_seeds.paired_table(cells, ["daah", "no_attention"], [64],
+                                      {"no_attention": "no attention"}, {"t2i": "T->I"})
+    assert lines[0] == "| DAAH minus | 64 bits T->I |"
+    assert lines[2] == f"| no attention (`no_attention`) | {mean:+.4f} ± {error:.4f} ({wins}/5) |"
+    assert report_seeds.paired_table(cells, ["no_attention"], [64], {}, {"t2i": "T->I"}) == []
 
 
 @reads_the_report

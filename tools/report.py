@@ -6,9 +6,11 @@
 Trains DAAH and its ablations on identical data, backbone and splits, once per seed, and writes
 a Markdown report: a mAP@all table (rows: methods; columns: I->T and T->I per code length; each
 cell the mean ± standard deviation over the seeds) with the chance level and the same-run linear
-floor; the last epoch's attended shares and bit balances, and for synthetic data the
-attention-mask / object-box IoU against random masks of the same size; and a precision-recall
-figure (Hamming radius 0..q) at the largest code length (first seed).
+floor; DAAH against each other method seed by seed (mean difference ± its standard error, and
+in how many seeds DAAH is at or above it); the last epoch's attended shares and bit balances,
+and for synthetic data the attention-mask / object-box IoU against random masks of the same
+size; and a precision-recall figure (Hamming radius 0..q) at the largest code length (first
+seed).
 
 The full comparison of the README's "Results" (hours on 2 CPU cores; every finished cell is
 reused by a rerun):

@@ -126,6 +126,14 @@ def report_markdown(args, cells, labels, command_line, figure_path, started_at):
     split_note = report_seeds.split_note(cells)
     if split_note:
         lines += ["", split_note]
+    paired = report_seeds.paired_table(cells, methods, bits_list, labels, DIRECTIONS)
+    if paired:
+        lines += ["", "## DAAH against each method, seed by seed", "",
+                  "Each cell: the mean over the seeds of DAAH's mAP minus the method's (runs of "
+                  "the same seed), ± its standard error (sample std / sqrt(n)), and (k/n) the "
+                  "seeds where DAAH is at or above it. A mean difference within about two "
+                  "standard errors of 0 is a tie that more seeds may turn either way.", ""]
+        lines += paired
     lines += ["", "## Attention and codes at the last epoch", "",
               "Share of attended image and text feature dimensions (cells) and bit balance (mean "
               "over bits of |batch mean of sign(H)|: 0 balanced, 1 constant codes), training "

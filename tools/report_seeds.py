@@ -161,6 +161,50 @@ def map_table(cells, methods, bits_list, labels, seeds, directions):
     return lines
 
 
+def paired_differences(cells, method, bits, key, reference="daah"):
+    """Per-seed differences reference - method of one metric, over the seeds where both ran:
+    a list of floats in seed order (empty if they share no seed)."""
+    def by_seed(name):
+        return {cell["seed"]: (cell["metrics"] or {}).get(key) for cell in cells
+                if cell["method"] == name and cell["bits"] == bits and cell["metrics"]}
+    ours, theirs = by_seed(reference), by_seed(method)
+    return [float(ours[seed]) - float(theirs[seed]) for seed in sorted(ours.keys() & theirs.keys())
+            if ours[seed] is not None and theirs[seed] is not None]
+
+
+def fmt_paired(differences, digits=4):
+    """"+0.0050 ± 0.0030 (5/8)": mean difference ± its standard error (sample std / sqrt(n)),
+    and in how many seeds the difference is >= 0; "n/a" without seeds."""
+    if not differences:
+        return "n/a"
+    mean = statistics.fmean(differences)
+    wins = sum(d >= 0 for d in differences)
+    count = f"({wins}/{len(differences)})"
+    if len(differences) < 2:
+        return f"{mean:+.{digits}f} {count}"
+    error = statistics.stdev(differences) / math.sqrt(len(differences))
+    return f"{mean:+.{digits}f} ± {error:.{digits}f} {count}"
+
+
+def paired_table(cells, methods, bits_list, labels, directions, reference="daah"):
+    """Markdown lines: DAAH minus each other method, seed by seed (the same seed gives both
+    runs the same validation pairs and, on a fixed-protocol dataset, the same split), as
+    `fmt_paired`; no lines when the report has no DAAH row or nothing to compare it with."""
+    others = [m for m in methods if m != reference
+              and any(paired_differences(cells, m, b, f"{d}_map", reference)
+                      for b in bits_list for d in directions)]
+    if reference not in methods or not others:
+        return []
+    header = "| DAAH minus | " + " | ".join(f"{b} bits {label}" for b in bits_list
+                                            for label in directions.values()) + " |"
+    lines = [header, "|---|" + "---:|" * (len(directions) * len(bits_list))]
+    for method in others:
+        values = [fmt_paired(paired_differences(cells, method, b, f"{d}_map", reference))
+                  for b in bits_list for d in directions]
+        lines.append(f"| {labels[method]} (`{method}`) | " + " | ".join(values) + " |")
+    return lines
+
+
 def diagnostics_table(cells, methods, bits_list, labels, seeds):
     """Markdown lines: last-epoch attended shares and bit balances, and the mask / object IoU
     where the dataset has object boxes, beside a random mask of the same size, the mask of every

@@ -190,18 +190,20 @@ def paired_table(cells, methods, bits_list, labels, directions, reference="daah"
     """Markdown lines: DAAH minus each other method, seed by seed (the same seed gives both
     runs the same validation pairs and, on a fixed-protocol dataset, the same split), as
     `fmt_paired`; no lines when the report has no DAAH row or nothing to compare it with."""
-    others = [m for m in methods if m != reference
-              and any(paired_differences(cells, m, b, f"{d}_map", reference)
-                      for b in bits_list for d in directions)]
-    if reference not in methods or not others:
+    if reference not in methods:
+        return []
+    rows = {m: [paired_differences(cells, m, b, f"{d}_map", reference)
+                for b in bits_list for d in directions]
+            for m in methods if m != reference}
+    rows = {m: differences for m, differences in rows.items() if any(differences)}
+    if not rows:
         return []
     header = "| DAAH minus | " + " | ".join(f"{b} bits {label}" for b in bits_list
                                             for label in directions.values()) + " |"
     lines = [header, "|---|" + "---:|" * (len(directions) * len(bits_list))]
-    for method in others:
-        values = [fmt_paired(paired_differences(cells, method, b, f"{d}_map", reference))
-                  for b in bits_list for d in directions]
-        lines.append(f"| {labels[method]} (`{method}`) | " + " | ".join(values) + " |")
+    for method, differences in rows.items():
+        lines.append(f"| {labels[method]} (`{method}`) | "
+                     + " | ".join(fmt_paired(d) for d in differences) + " |")
     return lines
 
 

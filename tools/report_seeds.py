@@ -165,7 +165,7 @@ def paired_differences(cells, method, bits, key, reference="daah"):
     """Per-seed differences reference - method of one metric, over the seeds where both ran:
     a list of floats in seed order (empty if they share no seed)."""
     def by_seed(name):
-        return {cell["seed"]: (cell["metrics"] or {}).get(key) for cell in cells
+        return {cell["seed"]: cell["metrics"].get(key) for cell in cells
                 if cell["method"] == name and cell["bits"] == bits and cell["metrics"]}
     ours, theirs = by_seed(reference), by_seed(method)
     return [float(ours[seed]) - float(theirs[seed]) for seed in sorted(ours.keys() & theirs.keys())

@@ -122,6 +122,11 @@ flags.DEFINE_enum("attention_objective", _MODEL.attention_objective, ATTENTION_O
 flags.DEFINE_float("adversarial_weight", _MODEL.adversarial_weight,
                    "The hashing player's weight on L_adv in F = L_ret + w * L_adv (paper: 1).",
                    lower_bound=0.0)
+flags.DEFINE_float("quantization_weight", _MODEL.quantization_weight,
+                   "The hashing player's weight on Q = mean (|H| - 1)^2 of the image and text "
+                   "retrieval codes, which pulls them towards their binary codes sign(H); every "
+                   "method has it, the ablations too (paper: no such term, 0).",
+                   lower_bound=0.0)
 flags.DEFINE_enum("retrieval_view", _MODEL.retrieval_view, RETRIEVAL_VIEWS,
                   "Which features the retrieval codes read: the attended Z * f (the paper's) or "
                   "the whole f (the mask then only shapes the unattended view of L_adv), or "
@@ -277,6 +282,7 @@ def config_from_flags():
         retrieval_view=FLAGS.retrieval_view,
         text_retrieval_view=FLAGS.text_retrieval_view,
         adversarial_weight=FLAGS.adversarial_weight,
+        quantization_weight=FLAGS.quantization_weight,
         freeze_backbone=_freeze(FLAGS.freeze_backbone, FLAGS.image_backbone,
                                 FLAGS.image_weights),
     )

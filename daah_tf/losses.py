@@ -9,6 +9,8 @@ outputs H in (-1, 1)^q; ||.|| is the Euclidean distance between codes; eps is th
     (Eq. 3) L_adv = F_{T->I^} + F_{I->T^}                         (query attended,
                                                                    database unattended)
     (Eq. 4) F = L_ret + L_adv
+    (not in the paper) Q = mean (|H^I| - 1)^2 + mean (|H^T| - 1)^2, `quantization_loss`; the
+            hashing player minimises F + lambda_q Q with `--quantization_weight` lambda_q > 0
 
 The paper writes a sum over triplets; we take the mean over the valid ones so that the loss scale
 does not depend on the batch size or the label density (the margin keeps its meaning). All
@@ -155,6 +157,27 @@ def adversarial_loss(
     }
     terms["total"] = terms["t2i"] + terms["i2t"]
     return terms
+
+
+def quantization_loss(image_codes, text_codes):
+    """Q, the distance of the retrieval codes from their binary codes (not in the paper; the
+    hashing player's `--quantization_weight` term, README "Deviations from the paper"):
+
+        Q = mean over entries of (|H^I| - 1)^2  +  mean over entries of (|H^T| - 1)^2
+
+    For H in (-1, 1) each entry is (H - sign(H))^2. The ranking losses compare Euclidean
+    distances with a fixed margin, which long codes meet with small |H|; sign(H) then drops
+    what the continuous codes held, by an amount that depends on the seed.
+
+    Args:
+        image_codes: (B, q) attended image codes H^I.
+        text_codes: (B, q) attended text codes H^T.
+
+    Returns:
+        Scalar float32.
+    """
+    return sum(tf.reduce_mean(tf.square(tf.abs(tf.cast(codes, tf.float32)) - 1.0))
+               for codes in (image_codes, text_codes))
 
 
 def binary_codes(codes):

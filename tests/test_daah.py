@@ -601,3 +601,24 @@ def test_retrieval_view_survives_get_config():
     assert DAAH.from_config(model.get_config()).views == {"image": "gated", "text": "whole"}
     with pytest.raises(ValueError, match="retrieval_view"):
         build_model(tiny_config(retrieval_view="sideways"), IMAGE_SHAPE, TEXT_DIM)
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(attention="none")],
+                         ids=["daah", "no-attention"])
+def test_quantization_weight_adds_q_to_the_hashing_players_loss(overrides):
+    model = compiled_model(tiny_config(quantization_weight=0.5, **overrides))
+    inputs, labels = make_batch()
+    outputs = model(inputs, training=True)
+    terms = {k: float(v) for k, v in model.compute_losses(outputs, labels).items()}
+    q = losses.quantization_loss(outputs["image_codes"], outputs["text_codes"])
+    np.testing.assert_allclose(terms["quantization_loss"], float(q), rtol=1e-6)
+    adversarial = terms.get("adversarial_loss", 0.0) * model.adversarial_weight
+    np.testing.assert_allclose(terms["loss"],
+                               terms["retrieval_loss"] + 0.5 * float(q) + adversarial, rtol=1e-5)
+    train = as_floats(model.train_step((inputs, labels)))
+    assert "quantization_loss" in train and np.isfinite(train["quantization_loss"])
+    # The paper's loss (weight 0) has no such term, and configs without it keep their form.
+    plain = build_model(tiny_config(**overrides), IMAGE_SHAPE, TEXT_DIM)
+    assert "quantization_loss" not in plain.compute_losses(plain(inputs), labels)
+    assert "quantization_weight" not in plain.get_config()
+    assert DAAH.from_config(model.get_config()).quantization_weight == 0.5

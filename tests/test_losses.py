@@ -278,6 +278,27 @@ def test_binary_codes_sign_with_zero_as_plus_one():
     np.testing.assert_array_equal(got, np.where(random >= 0, 1, -1))
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_quantization_loss_matches_numpy_loop(seed):
+    rng = np.random.default_rng(seed)
+    image, text = random_codes(rng, 7, 5), random_codes(rng, 7, 5)
+    expected = 0.0
+    for codes in (image, text):
+        total = 0.0
+        for row in codes:
+            for value in row:
+                total += (value - (1.0 if value >= 0 else -1.0)) ** 2  # (H - sign(H))^2
+        expected += total / codes.size
+    got = losses.quantization_loss(tf.constant(image, tf.float16), tf.constant(text))
+    assert got.dtype == tf.float32
+    np.testing.assert_allclose(float(got), expected, rtol=2e-3)  # float16 image codes
+    np.testing.assert_allclose(float(losses.quantization_loss(image, text)), expected, rtol=1e-5)
+    # Binary codes are at the minimum; all-zero codes are one per modality away.
+    binary = np.where(image >= 0, 1.0, -1.0).astype(np.float32)
+    assert float(losses.quantization_loss(binary, -binary)) == 0.0
+    assert float(losses.quantization_loss(0 * image, 0 * text)) == 2.0
+
+
 def _loss_and_gradients(image, text, labels, kind="binary", margin=1.0):
     image = tf.Variable(image)
     text = tf.Variable(text)

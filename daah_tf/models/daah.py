@@ -79,6 +79,8 @@ class DAAH(keras.Model):
             same; e.g. "whole": the text codes read every text feature and the text mask only
             shapes L_adv).
         adversarial_weight: w, the hashing player's weight on L_adv (the paper's: 1).
+        quantization_weight: lambda_q, the hashing player's weight on the quantization term Q
+            (`losses.quantization_loss`; the paper's: 0, no such term).
         **kwargs: standard Model arguments.
 
     The README's "Deviations from the paper" measures each non-paper default.
@@ -95,7 +97,7 @@ class DAAH(keras.Model):
                  adversarial=True, attention_gradient="unattended", loss="daah",
                  dcmh_weights=(1.0, 1.0), attention_objective="adversarial_retrieval",
                  retrieval_view="attended", adversarial_weight=1.0, text_retrieval_view=None,
-                 **kwargs):
+                 quantization_weight=0.0, **kwargs):
         super().__init__(**kwargs)
         for name, value, allowed in (
             ("retrieval_view", retrieval_view, RETRIEVAL_VIEWS),
@@ -132,10 +134,12 @@ class DAAH(keras.Model):
         # What each modality's retrieval codes read (`retrieval_view.retrieval_features`).
         self.views = {"image": retrieval_view, "text": text_retrieval_view or retrieval_view}
         self.adversarial_weight = float(adversarial_weight)
+        self.quantization_weight = float(quantization_weight)
         # What the players optimise (a plain object: nothing of it is saved).
         self.objective = build_objective(
             loss, self.margin, similarity, image_attention is not None, self.adversarial,
-            self.adversarial_weight, attention_gradient, attention_objective, self.dcmh_weights)
+            self.adversarial_weight, attention_gradient, attention_objective, self.dcmh_weights,
+            self.quantization_weight)
         self.hash_optimizer = None
         self.attention_optimizer = None
         self.on_nonfinite = "stop"
@@ -433,9 +437,11 @@ class DAAH(keras.Model):
             retrieval_view=self.retrieval_view,
             adversarial_weight=self.adversarial_weight,
         )
+        # Written only when set, so that configs of older versions keep their form.
         if self.text_retrieval_view is not None:
-            # Written only when set, so that configs of older versions keep their form.
             config["text_retrieval_view"] = self.text_retrieval_view
+        if self.quantization_weight:
+            config["quantization_weight"] = self.quantization_weight
         return config
 
     @classmethod

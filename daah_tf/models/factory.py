@@ -62,6 +62,7 @@ def build_model(config: ModelConfig, image_shape, text_dim):
         text_retrieval_view=(None if config.text_retrieval_view == "same"
                              else config.text_retrieval_view),
         adversarial_weight=config.adversarial_weight,
+        quantization_weight=config.quantization_weight,
         name="daah",
     )
     model.build({"image": image_input, "text": (None, int(text_dim))})

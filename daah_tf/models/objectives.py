@@ -18,7 +18,8 @@ from daah_tf import losses
 
 
 class DAAHObjective:
-    """Eq. 1-4: the hashing player minimises F = L_ret + w * L_adv; the attention player
+    """Eq. 1-4: the hashing player minimises F = L_ret + w * L_adv (+ lambda_q * Q with a
+    quantization weight, `losses.quantization_loss`); the attention player
     maximises L_adv - L_ret (attention_objective="adversarial_retrieval") or L_adv
     ("adversarial", the paper's game).
 
@@ -33,10 +34,13 @@ class DAAHObjective:
             paper's: the attended query codes too) or "unattended_and_text" (the attended
             text query codes too, the attended image query codes held constant).
         attention_objective: "adversarial_retrieval" or "adversarial" (above).
+        quantization_weight: lambda_q, the hashing player's weight on Q (0: the paper's F,
+            and no "quantization_loss" term). Every method of `--loss=daah` has it, the
+            ablations included: it is part of the hashing player, not of the game.
     """
 
     def __init__(self, margin, similarity, attention, adversarial, adversarial_weight,
-                 attention_gradient, attention_objective):
+                 attention_gradient, attention_objective, quantization_weight=0.0):
         self.margin = margin
         self.similarity = similarity
         self.attention = attention
@@ -44,6 +48,7 @@ class DAAHObjective:
         self.adversarial_weight = adversarial_weight
         self.attention_gradient = attention_gradient
         self.attention_objective_kind = attention_objective
+        self.quantization_weight = float(quantization_weight)
 
     @property
     def terms(self):
@@ -51,12 +56,15 @@ class DAAHObjective:
         names = ["loss", "retrieval_loss", "ret_t2i", "ret_i2t", "ret_i2i", "ret_t2t"]
         if self.attention:
             names += ["adversarial_loss", "adv_t2i", "adv_i2t"]
+        if self.quantization_weight:
+            names.append("quantization_loss")
         return names
 
     def hash_terms(self, outputs, labels):
         """The hashing player's terms: "loss" (F, what it minimises), "retrieval_loss" (Eq. 2)
         with its "ret_t2i", "ret_i2t", "ret_i2i", "ret_t2t", and with attention
-        "adversarial_loss" (Eq. 3) with its "adv_t2i", "adv_i2t". A dict of scalar float32."""
+        "adversarial_loss" (Eq. 3) with its "adv_t2i", "adv_i2t", and with a quantization
+        weight "quantization_loss" (Q). A dict of scalar float32."""
         retrieval = losses.retrieval_loss(
             outputs["image_codes"], outputs["text_codes"], labels, self.margin, self.similarity
         )
@@ -67,6 +75,10 @@ class DAAHObjective:
             terms.update({f"adv_{k}": v for k, v in adversarial.items() if k != "total"})
             terms["adversarial_loss"] = adversarial["total"]
         hash_loss = terms["retrieval_loss"]
+        if self.quantization_weight:
+            terms["quantization_loss"] = losses.quantization_loss(outputs["image_codes"],
+                                                                  outputs["text_codes"])
+            hash_loss = hash_loss + self.quantization_weight * terms["quantization_loss"]
         if self.adversarial:
             hash_loss = hash_loss + self.adversarial_weight * terms["adversarial_loss"]
         terms["loss"] = hash_loss
@@ -136,10 +148,11 @@ class DCMHObjective:
 
 
 def build_objective(loss, margin, similarity, attention, adversarial, adversarial_weight,
-                    attention_gradient, attention_objective, dcmh_weights):
+                    attention_gradient, attention_objective, dcmh_weights,
+                    quantization_weight=0.0):
     """The objective of `--loss` ("daah" or "dcmh"); the other arguments as `DAAHObjective`'s
-    and `DCMHObjective`'s."""
+    and `DCMHObjective`'s (DCMH has its own quantization term and weight)."""
     if loss == "dcmh":
         return DCMHObjective(dcmh_weights)
     return DAAHObjective(margin, similarity, attention, adversarial, adversarial_weight,
-                         attention_gradient, attention_objective)
+                         attention_gradient, attention_objective, quantization_weight)

@@ -22,6 +22,7 @@ LOSS_TERMS = (
     "ret_t2t",
     "adv_t2i",
     "adv_i2t",
+    "quantization_loss",
     "dcmh_nll",
     "dcmh_quantization",
     "dcmh_balance",

@@ -161,7 +161,8 @@ def adversarial_loss(
 
 def quantization_loss(image_codes, text_codes):
     """Q, the distance of the retrieval codes from their binary codes (not in the paper; the
-    hashing player's `--quantization_weight` term, README "Deviations from the paper"):
+    hashing player's `--quantization_weight` term, measured in README "Results", "Where the
+    64-bit T->I deficit goes"):
 
         Q = mean over entries of (|H^I| - 1)^2  +  mean over entries of (|H^T| - 1)^2
 

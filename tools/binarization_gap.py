@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from daah_tf import metrics  # noqa: E402
+from daah_tf import losses, metrics  # noqa: E402
 from daah_tf.run import Run, RunError, split_rows  # noqa: E402
 
 DIRECTIONS = {"I->T": ("image", "text"), "T->I": ("text", "image")}
@@ -46,7 +46,7 @@ def euclidean_average_precision(query_codes, db_codes, query_labels, db_labels):
     db_codes = np.asarray(db_codes, np.float64)
     squared = ((query_codes ** 2).sum(1)[:, None] + (db_codes ** 2).sum(1)[None, :]
                - 2.0 * query_codes @ db_codes.T)
-    relevant = (np.asarray(query_labels) @ np.asarray(db_labels).T) > 0
+    relevant = metrics.relevance(query_labels, db_labels)
     order = np.argsort(squared, axis=1, kind="stable")
     ranked = np.take_along_axis(relevant, order, axis=1)
     hits = np.cumsum(ranked, axis=1)
@@ -78,8 +78,8 @@ def binarization_gap(query, database, query_labels, db_labels):
     report = {}
     for name, (source, target) in DIRECTIONS.items():
         binary = metrics.mean_average_precision(
-            np.where(query[source] >= 0, 1, -1).astype(np.int8),
-            np.where(database[target] >= 0, 1, -1).astype(np.int8), query_labels, db_labels)
+            losses.binary_codes(query[source]).numpy(),
+            losses.binary_codes(database[target]).numpy(), query_labels, db_labels)
         real = euclidean_average_precision(query[source], database[target], query_labels,
                                            db_labels).mean()
         report[name] = {"binary": float(binary), "real": float(real)}

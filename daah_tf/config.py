@@ -39,6 +39,9 @@ ATTENTION_OBJECTIVES = ("adversarial_retrieval", "adversarial")
 RETRIEVAL_VIEWS = ("attended", "whole", "residual", "gated")
 # The text side's view: "same" follows --retrieval_view.
 TEXT_RETRIEVAL_VIEWS = ("same", *RETRIEVAL_VIEWS)
+# How the triplet margin follows the code length: "fixed" (the paper's eps at every length) or
+# "sqrt_bits" (eps * sqrt(q / 16), losses.scaled_margin).
+MARGIN_SCALINGS = ("fixed", "sqrt_bits")
 
 MIXED_PRECISIONS = ("none", "bfloat16", "float16")
 NONFINITE_POLICIES = ("stop", "skip_batch")
@@ -60,6 +63,7 @@ CHOICES = {
     "attention_objective": ATTENTION_OBJECTIVES,
     "retrieval_view": RETRIEVAL_VIEWS,
     "text_retrieval_view": TEXT_RETRIEVAL_VIEWS,
+    "margin_scaling": MARGIN_SCALINGS,
     "mixed_precision": MIXED_PRECISIONS,
     "on_nonfinite": NONFINITE_POLICIES,
     "attention_schedule": ATTENTION_SCHEDULES,
@@ -208,6 +212,7 @@ class ModelConfig:
     dcmh_quantization_weight: float = 1.0
     dcmh_balance_weight: float = 1.0
     margin: float = 1.0
+    margin_scaling: str = "fixed"  # (the paper's) | "sqrt_bits": eps * sqrt(bits / 16)
     similarity: str = "binary"
     update: str = "alternating"
     image_head_pooling: str = "flatten"  # "flatten" (VGG fc6) | "average"

@@ -19,6 +19,7 @@ from daah_tf.config import (
     DATASETS,
     IMAGE_HEAD_POOLINGS,
     LOSSES,
+    MARGIN_SCALINGS,
     MASK_ESTIMATORS,
     MIXED_PRECISIONS,
     NONFINITE_POLICIES,
@@ -93,6 +94,10 @@ flags.DEFINE_boolean("adversarial", _MODEL.adversarial,
                      "Train the attention adversarially (false: ablation, attention fixed).")
 flags.DEFINE_float("margin", _MODEL.margin, "Margin eps of the triplet ranking loss.",
                    lower_bound=0.0)
+flags.DEFINE_enum("margin_scaling", _MODEL.margin_scaling, MARGIN_SCALINGS,
+                  "fixed: --margin at every code length (the paper's); sqrt_bits: --margin * "
+                  "sqrt(bits / 16), so that long codes meet the margin as far from zero as "
+                  "16-bit codes do (README \"Results\").")
 flags.DEFINE_enum("attention_gradient", _MODEL.attention_gradient, ATTENTION_GRADIENTS,
                   "Attention player's gradient of L_adv: through the unattended codes only, "
                   "through the attended query codes too (both, the paper's), or through the "
@@ -273,7 +278,7 @@ def config_from_flags():
         cnn_filters=ints(FLAGS.cnn_filters), image_hidden_units=ints(FLAGS.image_hidden_units),
         text_units=ints(FLAGS.text_units), dropout=FLAGS.dropout, attention=FLAGS.attention,
         adversarial=FLAGS.adversarial, attention_gradient=FLAGS.attention_gradient,
-        margin=FLAGS.margin, loss=FLAGS.loss,
+        margin=FLAGS.margin, margin_scaling=FLAGS.margin_scaling, loss=FLAGS.loss,
         dcmh_quantization_weight=FLAGS.dcmh_quantization_weight,
         dcmh_balance_weight=FLAGS.dcmh_balance_weight, similarity=FLAGS.similarity,
         update=FLAGS.update, mask_estimator=FLAGS.mask_estimator,

@@ -9,6 +9,8 @@ outputs H in (-1, 1)^q; ||.|| is the Euclidean distance between codes; eps is th
     (Eq. 3) L_adv = F_{T->I^} + F_{I->T^}                         (query attended,
                                                                    database unattended)
     (Eq. 4) F = L_ret + L_adv
+    (not in the paper) eps = margin * sqrt(q / 16) with `--margin_scaling=sqrt_bits`,
+            `scaled_margin` (the paper's fixed eps: `fixed`, the default)
     (not in the paper) Q = mean (|H^I| - 1)^2 + mean (|H^T| - 1)^2, `quantization_loss`; the
             hashing player minimises F + lambda_q Q with `--quantization_weight` lambda_q > 0
 
@@ -19,7 +21,10 @@ functions compute in float32 whatever the codes' dtype, so mixed precision chang
 
 import tensorflow as tf
 
-from daah_tf.config import SIMILARITY_KINDS
+from daah_tf.config import MARGIN_SCALINGS, SIMILARITY_KINDS
+
+# The code length at which --margin_scaling=sqrt_bits leaves --margin as it is.
+MARGIN_REFERENCE_BITS = 16
 
 
 def label_similarity(labels_a, labels_b, kind="binary"):
@@ -98,6 +103,32 @@ def triplet_ranking_loss(query_codes, database_codes, similarity, margin):
     )
     count = tf.reduce_sum(valid)
     return tf.math.divide_no_nan(tf.reduce_sum(hinge * valid), count)
+
+
+def scaled_margin(margin, bits, scaling="fixed"):
+    """The eps of Eq. 1 for q-bit codes (the scaling is not in the paper; README "Results").
+
+        fixed:     eps = margin                      (the paper's)
+        sqrt_bits: eps = margin * sqrt(q / 16)
+
+    Why: the Euclidean distance between two codes with entries of size a grows like a sqrt(q),
+    so a fixed eps is met by 64-bit codes at half the |H| that 16-bit codes need; their entries
+    then sit near 0, where sign(H) keeps least of what the ranking held. Scaled with sqrt(q),
+    eps asks the same |H| at every code length (and is the paper's eps at 16 bits).
+
+    Args:
+        margin: the --margin flag, eps at 16 bits when scaled.
+        bits: q, the code length.
+        scaling: one of MARGIN_SCALINGS.
+
+    Returns:
+        Python float.
+    """
+    if scaling not in MARGIN_SCALINGS:
+        raise ValueError(f"margin scaling must be one of {MARGIN_SCALINGS}, got {scaling!r}")
+    if scaling == "fixed":
+        return float(margin)
+    return float(margin) * (bits / MARGIN_REFERENCE_BITS) ** 0.5
 
 
 def retrieval_loss(image_codes, text_codes, labels, margin, similarity_kind="binary"):

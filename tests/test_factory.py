@@ -47,3 +47,16 @@ def test_factory_without_attention_and_unknown_attention():
     assert model.attention_variables == []
     with pytest.raises(ValueError, match="attention"):
         build_model(_tiny_config(attention="soft"), (8, 8, 3), text_dim=9)
+
+
+@pytest.mark.parametrize("bits, scaling, expected", [
+    (64, "sqrt_bits", 2.0), (16, "sqrt_bits", 1.5), (64, "fixed", 1.5)])
+def test_margin_scaling_sets_the_models_margin(bits, scaling, expected):
+    # --margin=1.5: the margin at 16 bits when scaled; sqrt(64 / 16) = 2 doubles 1 at 64 bits.
+    margin = 1.0 if bits == 64 and scaling == "sqrt_bits" else 1.5
+    model = build_model(_tiny_config(bits=bits, margin=margin, margin_scaling=scaling),
+                        (8, 8, 3), text_dim=9)
+    assert model.margin == pytest.approx(expected)
+    assert model.get_config()["margin"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="margin_scaling"):
+        _tiny_config(margin_scaling="linear")

@@ -443,3 +443,29 @@ def test_log_one_plus_exp_is_stable_and_exact():
         tape.watch(x)
         y = tf.reduce_sum(losses.log_one_plus_exp(x))
     assert np.all(np.isfinite(tape.gradient(y, x).numpy()))
+
+
+@pytest.mark.parametrize("bits", [16, 32, 64])
+def test_scaled_margin_asks_the_same_code_size_at_every_length(bits):
+    # Anchor and positive equal, negative flipped on a quarter of the bits, entries +-a: the
+    # distance to the negative is 2a sqrt(q/4) = a sqrt(q). With eps = sqrt(q/16) the hinge is
+    # sqrt(q) max(0, 1/4 - a): met at a >= 1/4 whatever q; a fixed eps = 1 is met at 1/sqrt(q).
+    assert losses.scaled_margin(1.0, bits, "fixed") == 1.0
+    assert losses.scaled_margin(1.0, bits, "sqrt_bits") == pytest.approx(np.sqrt(bits / 16))
+    pattern = np.where(np.arange(bits) % 2 == 0, 1.0, -1.0)
+    negative = pattern.copy()
+    negative[: bits // 4] *= -1
+    similarity = tf.constant([[1.0, 1.0, 0.0]])
+    for a, met in ((0.26, True), (0.24, False)):
+        codes = tf.constant(a * np.stack([pattern, pattern, negative]), tf.float32)
+        eps = losses.scaled_margin(1.0, bits, "sqrt_bits")
+        got = float(losses.triplet_ranking_loss(codes[:1], codes, similarity, eps))
+        # brute force over the two valid triplets (j in {0, 1}, k = 2)
+        rows = codes.numpy()
+        to_negative = np.linalg.norm(rows[0] - rows[2])
+        expected = np.mean([max(0.0, eps + np.linalg.norm(rows[0] - rows[j]) - to_negative)
+                            for j in (0, 1)])
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        assert (got == 0.0) == met
+    with pytest.raises(ValueError, match="margin scaling"):
+        losses.scaled_margin(1.0, bits, "linear")

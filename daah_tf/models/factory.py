@@ -1,6 +1,7 @@
 """Builds a DAAH model from a ModelConfig and the shapes of the inputs."""
 
 from daah_tf.config import ATTENTION_CHOICES, ModelConfig
+from daah_tf.losses import scaled_margin
 from daah_tf.models.daah import DAAH
 from daah_tf.models.image_encoder import ImageEncoder
 from daah_tf.models.image_hash_head import ImageHashHead
@@ -50,7 +51,7 @@ def build_model(config: ModelConfig, image_shape, text_dim):
             name="image_head",
         ),
         text_head=TextHashHead(config.bits, name="text_head"),
-        margin=config.margin,
+        margin=scaled_margin(config.margin, config.bits, config.margin_scaling),
         similarity=config.similarity,
         update=config.update,
         adversarial=config.adversarial,

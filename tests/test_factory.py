@@ -49,11 +49,13 @@ def test_factory_without_attention_and_unknown_attention():
         build_model(_tiny_config(attention="soft"), (8, 8, 3), text_dim=9)
 
 
-@pytest.mark.parametrize("bits, scaling, expected", [
-    (64, "sqrt_bits", 2.0), (16, "sqrt_bits", 1.5), (64, "fixed", 1.5)])
-def test_margin_scaling_sets_the_models_margin(bits, scaling, expected):
-    # --margin=1.5: the margin at 16 bits when scaled; sqrt(64 / 16) = 2 doubles 1 at 64 bits.
-    margin = 1.0 if bits == 64 and scaling == "sqrt_bits" else 1.5
+@pytest.mark.parametrize("bits, margin, scaling, expected", [
+    (64, 1.0, "sqrt_bits", 2.0),  # sqrt(64 / 16) = 2
+    (32, 1.0, "sqrt_bits", 2 ** 0.5),
+    (16, 1.5, "sqrt_bits", 1.5),  # --margin is the 16-bit eps
+    (64, 1.5, "fixed", 1.5),  # the paper's
+])
+def test_margin_scaling_sets_the_models_margin(bits, margin, scaling, expected):
     model = build_model(_tiny_config(bits=bits, margin=margin, margin_scaling=scaling),
                         (8, 8, 3), text_dim=9)
     assert model.margin == pytest.approx(expected)

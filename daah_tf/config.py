@@ -220,6 +220,7 @@ class ModelConfig:
     attention_objective: str = "adversarial_retrieval"  # | "adversarial" (the paper's game)
     adversarial_weight: float = 0.1  # the hashing player's weight on L_adv (the paper's: 1)
     quantization_weight: float = 0.0  # the hashing player's weight on Q (paper: no such term)
+    binary_ranking_share: float = 0.0  # share of L_ret on sign(H), straight-through (paper: 0)
     retrieval_view: str = "gated"  # | "attended" (the paper's H = D(Z * f)) | "whole" | "residual"
     text_retrieval_view: str = "same"  # the text codes' view; "same": retrieval_view
     # A frozen backbone on pictures: features are cached on the first run, heads train on them.

@@ -132,6 +132,11 @@ flags.DEFINE_float("quantization_weight", _MODEL.quantization_weight,
                    "retrieval codes, which pulls them towards their binary codes sign(H); every "
                    "method has it, the ablations too (paper: no such term, 0).",
                    lower_bound=0.0)
+flags.DEFINE_float("binary_ranking_share", _MODEL.binary_ranking_share,
+                   "Share a of the ranking loss computed on the binary codes sign(H) with a "
+                   "straight-through gradient: L_ret = (1 - a) L_ret(H) + a L_ret(sign(H)), so "
+                   "that training ranks the codes that retrieval ranks; every method has it "
+                   "(paper: 0, L_ret on H only).", lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_enum("retrieval_view", _MODEL.retrieval_view, RETRIEVAL_VIEWS,
                   "Which features the retrieval codes read: the attended Z * f (the paper's) or "
                   "the whole f (the mask then only shapes the unattended view of L_adv), or "
@@ -288,6 +293,7 @@ def config_from_flags():
         text_retrieval_view=FLAGS.text_retrieval_view,
         adversarial_weight=FLAGS.adversarial_weight,
         quantization_weight=FLAGS.quantization_weight,
+        binary_ranking_share=FLAGS.binary_ranking_share,
         freeze_backbone=_freeze(FLAGS.freeze_backbone, FLAGS.image_backbone,
                                 FLAGS.image_weights),
     )

@@ -13,6 +13,8 @@ outputs H in (-1, 1)^q; ||.|| is the Euclidean distance between codes; eps is th
             `scaled_margin` (the paper's fixed eps: `fixed`, the default)
     (not in the paper) Q = mean (|H^I| - 1)^2 + mean (|H^T| - 1)^2, `quantization_loss`; the
             hashing player minimises F + lambda_q Q with `--quantization_weight` lambda_q > 0
+    (not in the paper) L_ret = (1 - a) L_ret(H) + a L_ret(sign(H)), sign with a straight-through
+            gradient, `binary_aware_retrieval_loss`, with `--binary_ranking_share` a > 0
 
 The paper writes a sum over triplets; we take the mean over the valid ones so that the loss scale
 does not depend on the batch size or the label density (the margin keeps its meaning). All
@@ -210,6 +212,50 @@ def quantization_loss(image_codes, text_codes):
     """
     return sum(tf.reduce_mean(tf.square(tf.abs(tf.cast(codes, tf.float32)) - 1.0))
                for codes in (image_codes, text_codes))
+
+
+def straight_through_sign(codes):
+    """sign(H) forward (sign(0) = +1, as `binary_codes`), the identity backward.
+
+    The gradient of a loss of the binary codes reaches H unchanged (the straight-through
+    estimator of Bengio et al. 2013; Greedy Hash, NeurIPS 2018, trains hashing this way).
+
+    Args:
+        codes: (N, q) real-valued codes H.
+
+    Returns:
+        (N, q) float32 with entries in {-1, +1}.
+    """
+    codes = tf.cast(codes, tf.float32)
+    signs = tf.where(codes >= 0.0, tf.ones_like(codes), -tf.ones_like(codes))
+    return codes + tf.stop_gradient(signs - codes)
+
+
+def binary_aware_retrieval_loss(image_codes, text_codes, labels, margin,
+                                similarity_kind="binary", binary_share=0.0):
+    """Eq. 2 with a share of it on the binary codes (not in the paper):
+
+        L_ret = (1 - a) L_ret(H^I, H^T) + a L_ret(sign(H^I), sign(H^T)),   a = binary_share
+
+    with `straight_through_sign`. Retrieval ranks sign(H) by Hamming distance, which for
+    +-1 codes is a monotone function of their Euclidean distance (||b - b'||^2 = 4 Hamming),
+    so the second term trains the ranking that retrieval uses; its gradient reaches only the
+    bits on which two codes differ. a = 0 is `retrieval_loss` exactly.
+
+    Args:
+        image_codes, text_codes, labels, margin, similarity_kind: as `retrieval_loss`.
+        binary_share: a in [0, 1].
+
+    Returns:
+        Dict as `retrieval_loss`'s.
+    """
+    real = retrieval_loss(image_codes, text_codes, labels, margin, similarity_kind)
+    if not binary_share:
+        return real
+    binary = retrieval_loss(straight_through_sign(image_codes), straight_through_sign(text_codes),
+                            labels, margin, similarity_kind)
+    return {name: (1.0 - binary_share) * real[name] + binary_share * binary[name]
+            for name in real}
 
 
 def binary_codes(codes):

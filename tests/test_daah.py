@@ -603,13 +603,23 @@ def test_retrieval_view_survives_get_config():
         build_model(tiny_config(retrieval_view="sideways"), IMAGE_SHAPE, TEXT_DIM)
 
 
-@pytest.mark.parametrize("overrides", [dict(), dict(attention="none")],
-                         ids=["daah", "no-attention"])
-def test_quantization_weight_adds_q_to_the_hashing_players_loss(overrides):
-    model = compiled_model(tiny_config(quantization_weight=0.5, **overrides))
+WITH_AND_WITHOUT_ATTENTION = pytest.mark.parametrize(
+    "overrides", [dict(), dict(attention="none")], ids=["daah", "no-attention"])
+
+
+def _hashing_terms(**config):
+    """A compiled tiny model of `config`, a batch, its training-mode outputs and the hashing
+    player's terms as floats: (model, inputs, labels, outputs, terms)."""
+    model = compiled_model(tiny_config(**config))
     inputs, labels = make_batch()
     outputs = model(inputs, training=True)
     terms = {k: float(v) for k, v in model.compute_losses(outputs, labels).items()}
+    return model, inputs, labels, outputs, terms
+
+
+@WITH_AND_WITHOUT_ATTENTION
+def test_quantization_weight_adds_q_to_the_hashing_players_loss(overrides):
+    model, inputs, labels, outputs, terms = _hashing_terms(quantization_weight=0.5, **overrides)
     q = losses.quantization_loss(outputs["image_codes"], outputs["text_codes"])
     np.testing.assert_allclose(terms["quantization_loss"], float(q), rtol=1e-6)
     adversarial = terms.get("adversarial_loss", 0.0) * model.adversarial_weight
@@ -622,3 +632,27 @@ def test_quantization_weight_adds_q_to_the_hashing_players_loss(overrides):
     assert "quantization_loss" not in plain.compute_losses(plain(inputs), labels)
     assert "quantization_weight" not in plain.get_config()
     assert DAAH.from_config(model.get_config()).quantization_weight == 0.5
+
+
+@WITH_AND_WITHOUT_ATTENTION
+def test_binary_ranking_share_mixes_both_players_retrieval_loss(overrides):
+    model, inputs, labels, outputs, terms = _hashing_terms(binary_ranking_share=0.25,
+                                                           **overrides)
+    expected = losses.binary_aware_retrieval_loss(
+        outputs["image_codes"], outputs["text_codes"], labels, model.margin, model.similarity,
+        0.25)
+    np.testing.assert_allclose(terms["retrieval_loss"], float(expected["total"]), rtol=1e-6)
+    assert terms["retrieval_loss"] != pytest.approx(float(losses.retrieval_loss(
+        outputs["image_codes"], outputs["text_codes"], labels, model.margin)["total"]))
+    if model.adversarial:
+        # The attention player's -L_ret is the same mixed L_ret.
+        objective = model._attention_objective(outputs, labels)
+        adversarial = model._adversarial_loss(outputs, labels, attention_player=True)
+        np.testing.assert_allclose(float(objective),
+                                   float(adversarial["total"] - expected["total"]), rtol=1e-5)
+    assert np.isfinite(as_floats(model.train_step((inputs, labels)))["loss"])
+    plain = build_model(tiny_config(**overrides), IMAGE_SHAPE, TEXT_DIM)
+    assert "binary_ranking_share" not in plain.get_config()  # older configs keep their form
+    assert DAAH.from_config(model.get_config()).binary_ranking_share == 0.25
+    with pytest.raises(ValueError, match="binary_ranking_share"):
+        build_model(tiny_config(binary_ranking_share=1.5, **overrides), IMAGE_SHAPE, TEXT_DIM)

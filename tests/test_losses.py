@@ -278,6 +278,61 @@ def test_binary_codes_sign_with_zero_as_plus_one():
     np.testing.assert_array_equal(got, np.where(random >= 0, 1, -1))
 
 
+def test_straight_through_sign_is_sign_forward_and_identity_backward():
+    codes = tf.Variable([[0.3, -0.2, 0.0], [-1e-8, 0.9, -0.7]])
+    weights = tf.constant([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    with tf.GradientTape() as tape:
+        signs = losses.straight_through_sign(codes)
+        value = tf.reduce_sum(weights * signs)
+    np.testing.assert_array_equal(signs.numpy(), [[1, -1, 1], [-1, 1, -1]])  # as binary_codes
+    np.testing.assert_array_equal(tape.gradient(value, codes).numpy(), weights.numpy())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_binary_aware_retrieval_loss_mixes_real_and_binary_brute_force(kind):
+    rng = np.random.default_rng(7)
+    batch, bits, share = 7, 6, 0.3
+    labels = random_labels(rng, batch, 3)
+    image, text = random_codes(rng, batch, bits), 0.4 * random_codes(rng, batch, bits)
+    similarity = np_similarity(labels, labels, kind)
+    image_bits, text_bits = np.where(image >= 0, 1.0, -1.0), np.where(text >= 0, 1.0, -1.0)
+    terms = losses.binary_aware_retrieval_loss(image, text, labels, 1.0, kind, share)
+    pairs = {"t2i": (text, image, text_bits, image_bits),
+             "i2t": (image, text, image_bits, text_bits),
+             "i2i": (image, image, image_bits, image_bits),
+             "t2t": (text, text, text_bits, text_bits)}
+    total = 0.0
+    for name, (query, database, query_bits, database_bits) in pairs.items():
+        real = brute_triplet(query, database, similarity, 1.0)
+        binary = brute_triplet(query_bits, database_bits, similarity, 1.0)
+        assert abs(real - binary) > 1e-4, name  # the two halves differ: the mix is visible
+        expected = (1 - share) * real + share * binary
+        np.testing.assert_allclose(float(terms[name]), expected, rtol=1e-5, err_msg=name)
+        total += expected
+    np.testing.assert_allclose(float(terms["total"]), total, rtol=1e-5)
+    # A share of 0 is Eq. 2 exactly.
+    plain = losses.retrieval_loss(image, text, labels, 1.0, kind)
+    mixed = losses.binary_aware_retrieval_loss(image, text, labels, 1.0, kind, 0.0)
+    assert all(float(plain[name]) == float(mixed[name]) for name in plain)
+
+
+def test_binary_share_gradient_is_the_ranking_gradient_at_the_binary_codes():
+    rng = np.random.default_rng(8)
+    labels = random_labels(rng, 6, 3)
+    image, text = tf.Variable(random_codes(rng, 6, 5)), tf.Variable(random_codes(rng, 6, 5))
+    with tf.GradientTape() as tape:
+        value = losses.binary_aware_retrieval_loss(image, text, labels, 1.0, "binary", 1.0)
+    got = tape.gradient(value["total"], [image, text])
+    image_bits = tf.Variable(np.where(image.numpy() >= 0, 1.0, -1.0).astype(np.float32))
+    text_bits = tf.Variable(np.where(text.numpy() >= 0, 1.0, -1.0).astype(np.float32))
+    with tf.GradientTape() as tape:
+        at_bits = losses.retrieval_loss(image_bits, text_bits, labels, 1.0, "binary")
+    expected = tape.gradient(at_bits["total"], [image_bits, text_bits])
+    assert float(tf.reduce_sum(tf.abs(expected[0]))) > 0.0
+    for gradient, reference in zip(got, expected, strict=True):
+        np.testing.assert_allclose(gradient.numpy(), reference.numpy(), rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_quantization_loss_matches_numpy_loop(seed):
     rng = np.random.default_rng(seed)

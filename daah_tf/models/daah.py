@@ -81,6 +81,8 @@ class DAAH(keras.Model):
         adversarial_weight: w, the hashing player's weight on L_adv (the paper's: 1).
         quantization_weight: lambda_q, the hashing player's weight on the quantization term Q
             (`losses.quantization_loss`; the paper's: 0, no such term).
+        binary_ranking_share: a, the share of L_ret computed on sign(H) with a straight-through
+            gradient (`objectives.DAAHObjective`; the paper's: 0).
         **kwargs: standard Model arguments.
 
     The README's "Deviations from the paper" measures each non-paper default.
@@ -97,7 +99,7 @@ class DAAH(keras.Model):
                  adversarial=True, attention_gradient="unattended", loss="daah",
                  dcmh_weights=(1.0, 1.0), attention_objective="adversarial_retrieval",
                  retrieval_view="attended", adversarial_weight=1.0, text_retrieval_view=None,
-                 quantization_weight=0.0, **kwargs):
+                 quantization_weight=0.0, binary_ranking_share=0.0, **kwargs):
         super().__init__(**kwargs)
         for name, value, allowed in (
             ("retrieval_view", retrieval_view, RETRIEVAL_VIEWS),
@@ -110,6 +112,8 @@ class DAAH(keras.Model):
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if not 0.0 <= float(binary_ranking_share) <= 1.0:
+            raise ValueError(f"binary_ranking_share must be in [0, 1], got {binary_ranking_share}")
         if loss == "dcmh" and image_attention is not None:
             raise ValueError("the DCMH baseline has no attention: use attention none with it")
         if (image_attention is None) != (text_attention is None):
@@ -135,11 +139,12 @@ class DAAH(keras.Model):
         self.views = {"image": retrieval_view, "text": text_retrieval_view or retrieval_view}
         self.adversarial_weight = float(adversarial_weight)
         self.quantization_weight = float(quantization_weight)
+        self.binary_ranking_share = float(binary_ranking_share)
         # What the players optimise (a plain object: nothing of it is saved).
         self.objective = build_objective(
             loss, self.margin, similarity, image_attention is not None, self.adversarial,
             self.adversarial_weight, attention_gradient, attention_objective, self.dcmh_weights,
-            self.quantization_weight)
+            self.quantization_weight, self.binary_ranking_share)
         self.hash_optimizer = None
         self.attention_optimizer = None
         self.on_nonfinite = "stop"
@@ -442,6 +447,8 @@ class DAAH(keras.Model):
             config["text_retrieval_view"] = self.text_retrieval_view
         if self.quantization_weight:
             config["quantization_weight"] = self.quantization_weight
+        if self.binary_ranking_share:
+            config["binary_ranking_share"] = self.binary_ranking_share
         return config
 
     @classmethod

@@ -64,6 +64,7 @@ def build_model(config: ModelConfig, image_shape, text_dim):
                              else config.text_retrieval_view),
         adversarial_weight=config.adversarial_weight,
         quantization_weight=config.quantization_weight,
+        binary_ranking_share=config.binary_ranking_share,
         name="daah",
     )
     model.build({"image": image_input, "text": (None, int(text_dim))})

@@ -37,10 +37,14 @@ class DAAHObjective:
         quantization_weight: lambda_q, the hashing player's weight on Q (0: the paper's F,
             and no "quantization_loss" term). Every method of `--loss=daah` has it, the
             ablations included: it is part of the hashing player, not of the game.
+        binary_ranking_share: a in [0, 1]; L_ret = (1 - a) L_ret(H) + a L_ret(sign(H)) with a
+            straight-through sign (`losses.binary_aware_retrieval_loss`), for both players'
+            L_ret (0: the paper's, L_ret on H only). Every method has it, like Q.
     """
 
     def __init__(self, margin, similarity, attention, adversarial, adversarial_weight,
-                 attention_gradient, attention_objective, quantization_weight=0.0):
+                 attention_gradient, attention_objective, quantization_weight=0.0,
+                 binary_ranking_share=0.0):
         self.margin = margin
         self.similarity = similarity
         self.attention = attention
@@ -49,6 +53,14 @@ class DAAHObjective:
         self.attention_gradient = attention_gradient
         self.attention_objective_kind = attention_objective
         self.quantization_weight = float(quantization_weight)
+        self.binary_ranking_share = float(binary_ranking_share)
+
+    def retrieval_terms(self, outputs, labels):
+        """Eq. 2, L_ret over the attended codes (with its binary share, if any): {"t2i", "i2t",
+        "i2i", "t2t", "total"} of scalar float32."""
+        return losses.binary_aware_retrieval_loss(
+            outputs["image_codes"], outputs["text_codes"], labels, self.margin,
+            self.similarity, self.binary_ranking_share)
 
     @property
     def terms(self):
@@ -65,9 +77,7 @@ class DAAHObjective:
         with its "ret_t2i", "ret_i2t", "ret_i2i", "ret_t2t", and with attention
         "adversarial_loss" (Eq. 3) with its "adv_t2i", "adv_i2t", and with a quantization
         weight "quantization_loss" (Q). A dict of scalar float32."""
-        retrieval = losses.retrieval_loss(
-            outputs["image_codes"], outputs["text_codes"], labels, self.margin, self.similarity
-        )
+        retrieval = self.retrieval_terms(outputs, labels)
         terms = {f"ret_{k}": v for k, v in retrieval.items() if k != "total"}
         terms["retrieval_loss"] = retrieval["total"]
         if self.attention:
@@ -120,9 +130,7 @@ class DAAHObjective:
             adversarial = self.adversarial_terms(outputs, labels, attention_player=True)
         objective = adversarial["total"]
         if self.attention_objective_kind == "adversarial_retrieval":
-            objective = objective - losses.retrieval_loss(
-                outputs["image_codes"], outputs["text_codes"], labels, self.margin,
-                self.similarity)["total"]
+            objective = objective - self.retrieval_terms(outputs, labels)["total"]
         return objective
 
 
@@ -149,10 +157,11 @@ class DCMHObjective:
 
 def build_objective(loss, margin, similarity, attention, adversarial, adversarial_weight,
                     attention_gradient, attention_objective, dcmh_weights,
-                    quantization_weight=0.0):
+                    quantization_weight=0.0, binary_ranking_share=0.0):
     """The objective of `--loss` ("daah" or "dcmh"); the other arguments as `DAAHObjective`'s
     and `DCMHObjective`'s (DCMH has its own quantization term and weight)."""
     if loss == "dcmh":
         return DCMHObjective(dcmh_weights)
     return DAAHObjective(margin, similarity, attention, adversarial, adversarial_weight,
-                         attention_gradient, attention_objective, quantization_weight)
+                         attention_gradient, attention_objective, quantization_weight,
+                         binary_ranking_share)

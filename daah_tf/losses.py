@@ -227,7 +227,7 @@ def straight_through_sign(codes):
         (N, q) float32 with entries in {-1, +1}.
     """
     codes = tf.cast(codes, tf.float32)
-    signs = tf.where(codes >= 0.0, tf.ones_like(codes), -tf.ones_like(codes))
+    signs = tf.cast(binary_codes(codes), tf.float32)
     return codes + tf.stop_gradient(signs - codes)
 
 

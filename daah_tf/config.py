@@ -36,6 +36,9 @@ UPDATE_MODES = ("alternating", "simultaneous")
 IMAGE_HEAD_POOLINGS = ("flatten", "average")
 MASK_ESTIMATORS = ("logit", "probability")
 ATTENTION_OBJECTIVES = ("adversarial_retrieval", "adversarial")
+# Which terms of Eq. 3 the hashing player minimises: both (the paper's), or F_{T->I^} only
+# (erased images must still be found by text) or F_{I->T^} only (erased texts by images).
+HASH_ADVERSARIAL_TERMS = ("both", "t2i", "i2t")
 RETRIEVAL_VIEWS = ("attended", "whole", "residual", "gated")
 # The text side's view: "same" follows --retrieval_view.
 TEXT_RETRIEVAL_VIEWS = ("same", *RETRIEVAL_VIEWS)
@@ -61,6 +64,7 @@ CHOICES = {
     "image_head_pooling": IMAGE_HEAD_POOLINGS,
     "mask_estimator": MASK_ESTIMATORS,
     "attention_objective": ATTENTION_OBJECTIVES,
+    "hash_adversarial_terms": HASH_ADVERSARIAL_TERMS,
     "retrieval_view": RETRIEVAL_VIEWS,
     "text_retrieval_view": TEXT_RETRIEVAL_VIEWS,
     "margin_scaling": MARGIN_SCALINGS,
@@ -219,6 +223,7 @@ class ModelConfig:
     mask_estimator: str = "logit"  # "logit" | "probability" (the literal reading)
     attention_objective: str = "adversarial_retrieval"  # | "adversarial" (the paper's game)
     adversarial_weight: float = 0.1  # the hashing player's weight on L_adv (the paper's: 1)
+    hash_adversarial_terms: str = "both"  # the hashing player's terms of L_adv (paper: both)
     quantization_weight: float = 0.0  # the hashing player's weight on Q (paper: no such term)
     binary_ranking_share: float = 0.0  # share of L_ret on sign(H), straight-through (paper: 0)
     retrieval_view: str = "gated"  # | "attended" (the paper's H = D(Z * f)) | "whole" | "residual"

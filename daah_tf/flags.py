@@ -17,6 +17,7 @@ from daah_tf.config import (
     ATTENTION_SCHEDULES,
     BACKBONES,
     DATASETS,
+    HASH_ADVERSARIAL_TERMS,
     IMAGE_HEAD_POOLINGS,
     LOSSES,
     MARGIN_SCALINGS,
@@ -127,6 +128,10 @@ flags.DEFINE_enum("attention_objective", _MODEL.attention_objective, ATTENTION_O
 flags.DEFINE_float("adversarial_weight", _MODEL.adversarial_weight,
                    "The hashing player's weight on L_adv in F = L_ret + w * L_adv (paper: 1).",
                    lower_bound=0.0)
+flags.DEFINE_enum("hash_adversarial_terms", _MODEL.hash_adversarial_terms, HASH_ADVERSARIAL_TERMS,
+                  "Which terms of L_adv the hashing player minimises (w times): both, the "
+                  "paper's; t2i, F_{T->I^} only (text queries against the unattended image "
+                  "codes); i2t, F_{I->T^} only. The attention player always plays both.")
 flags.DEFINE_float("quantization_weight", _MODEL.quantization_weight,
                    "The hashing player's weight on Q = mean (|H| - 1)^2 of the image and text "
                    "retrieval codes, which pulls them towards their binary codes sign(H); every "
@@ -292,6 +297,7 @@ def config_from_flags():
         retrieval_view=FLAGS.retrieval_view,
         text_retrieval_view=FLAGS.text_retrieval_view,
         adversarial_weight=FLAGS.adversarial_weight,
+        hash_adversarial_terms=FLAGS.hash_adversarial_terms,
         quantization_weight=FLAGS.quantization_weight,
         binary_ranking_share=FLAGS.binary_ranking_share,
         freeze_backbone=_freeze(FLAGS.freeze_backbone, FLAGS.image_backbone,

@@ -656,3 +656,28 @@ def test_binary_ranking_share_mixes_both_players_retrieval_loss(overrides):
     assert DAAH.from_config(model.get_config()).binary_ranking_share == 0.25
     with pytest.raises(ValueError, match="binary_ranking_share"):
         build_model(tiny_config(binary_ranking_share=1.5, **overrides), IMAGE_SHAPE, TEXT_DIM)
+
+
+@pytest.mark.parametrize("side", ["t2i", "i2t"])
+def test_hash_adversarial_terms_keeps_one_term_of_l_adv_for_the_hashing_player(side):
+    model, inputs, labels, outputs, terms = _hashing_terms(hash_adversarial_terms=side,
+                                                           adversarial_weight=0.5)
+    adversarial = losses.adversarial_loss(
+        outputs["image_codes"], outputs["text_codes"], outputs["image_unattended_codes"],
+        outputs["text_unattended_codes"], labels, model.margin, model.similarity)
+    np.testing.assert_allclose(terms[f"adv_{side}"], float(adversarial[side]), rtol=1e-6)
+    np.testing.assert_allclose(terms["loss"],
+                               terms["retrieval_loss"] + 0.5 * float(adversarial[side]),
+                               rtol=1e-5)
+    # The attention player still maximises all of L_adv (less L_ret).
+    objective = model._attention_objective(outputs, labels)
+    retrieval = losses.retrieval_loss(outputs["image_codes"], outputs["text_codes"], labels,
+                                      model.margin, model.similarity)
+    np.testing.assert_allclose(float(objective),
+                               float(adversarial["total"] - retrieval["total"]), rtol=1e-5)
+    assert np.isfinite(as_floats(model.train_step((inputs, labels)))["loss"])
+    assert DAAH.from_config(model.get_config()).hash_adversarial_terms == side
+    plain = build_model(tiny_config(), IMAGE_SHAPE, TEXT_DIM)
+    assert "hash_adversarial_terms" not in plain.get_config()  # older configs keep their form
+    with pytest.raises(ValueError, match="hash_adversarial_terms"):
+        build_model(tiny_config(hash_adversarial_terms="sideways"), IMAGE_SHAPE, TEXT_DIM)

@@ -17,6 +17,7 @@ import tensorflow as tf
 from daah_tf.config import (
     ATTENTION_GRADIENTS,
     ATTENTION_OBJECTIVES,
+    HASH_ADVERSARIAL_TERMS,
     LOSSES,
     NONFINITE_POLICIES,
     RETRIEVAL_VIEWS,
@@ -83,6 +84,9 @@ class DAAH(keras.Model):
             (`losses.quantization_loss`; the paper's: 0, no such term).
         binary_ranking_share: a, the share of L_ret computed on sign(H) with a straight-through
             gradient (`objectives.DAAHObjective`; the paper's: 0).
+        hash_adversarial_terms: the terms of L_adv in the hashing player's F: "both" (the
+            paper's), "t2i" (F_{T->I^} only) or "i2t" (F_{I->T^} only); the attention player
+            always plays both (`objectives.DAAHObjective`).
         **kwargs: standard Model arguments.
 
     The README's "Deviations from the paper" measures each non-paper default.
@@ -99,12 +103,14 @@ class DAAH(keras.Model):
                  adversarial=True, attention_gradient="unattended", loss="daah",
                  dcmh_weights=(1.0, 1.0), attention_objective="adversarial_retrieval",
                  retrieval_view="attended", adversarial_weight=1.0, text_retrieval_view=None,
-                 quantization_weight=0.0, binary_ranking_share=0.0, **kwargs):
+                 quantization_weight=0.0, binary_ranking_share=0.0,
+                 hash_adversarial_terms="both", **kwargs):
         super().__init__(**kwargs)
         for name, value, allowed in (
             ("retrieval_view", retrieval_view, RETRIEVAL_VIEWS),
             ("text_retrieval_view", text_retrieval_view, (None, *RETRIEVAL_VIEWS)),
             ("attention_objective", attention_objective, ATTENTION_OBJECTIVES),
+            ("hash_adversarial_terms", hash_adversarial_terms, HASH_ADVERSARIAL_TERMS),
             ("loss", loss, LOSSES),
             ("attention_gradient", attention_gradient, ATTENTION_GRADIENTS),
             ("update", update, UPDATE_MODES),
@@ -140,11 +146,12 @@ class DAAH(keras.Model):
         self.adversarial_weight = float(adversarial_weight)
         self.quantization_weight = float(quantization_weight)
         self.binary_ranking_share = float(binary_ranking_share)
+        self.hash_adversarial_terms = hash_adversarial_terms
         # What the players optimise (a plain object: nothing of it is saved).
         self.objective = build_objective(
             loss, self.margin, similarity, image_attention is not None, self.adversarial,
             self.adversarial_weight, attention_gradient, attention_objective, self.dcmh_weights,
-            self.quantization_weight, self.binary_ranking_share)
+            self.quantization_weight, self.binary_ranking_share, hash_adversarial_terms)
         self.hash_optimizer = None
         self.attention_optimizer = None
         self.on_nonfinite = "stop"
@@ -449,6 +456,8 @@ class DAAH(keras.Model):
             config["quantization_weight"] = self.quantization_weight
         if self.binary_ranking_share:
             config["binary_ranking_share"] = self.binary_ranking_share
+        if self.hash_adversarial_terms != "both":
+            config["hash_adversarial_terms"] = self.hash_adversarial_terms
         return config
 
     @classmethod

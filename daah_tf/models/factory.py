@@ -63,6 +63,7 @@ def build_model(config: ModelConfig, image_shape, text_dim):
         text_retrieval_view=(None if config.text_retrieval_view == "same"
                              else config.text_retrieval_view),
         adversarial_weight=config.adversarial_weight,
+        hash_adversarial_terms=config.hash_adversarial_terms,
         quantization_weight=config.quantization_weight,
         binary_ranking_share=config.binary_ranking_share,
         name="daah",

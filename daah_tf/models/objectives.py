@@ -40,11 +40,14 @@ class DAAHObjective:
         binary_ranking_share: a in [0, 1]; L_ret = (1 - a) L_ret(H) + a L_ret(sign(H)) with a
             straight-through sign (`losses.binary_aware_retrieval_loss`), for both players'
             L_ret (0: the paper's, L_ret on H only). Every method has it, like Q.
+        hash_adversarial_terms: the terms of L_adv in the hashing player's F: "both" (Eq. 4,
+            F_{T->I^} + F_{I->T^}), "t2i" (F_{T->I^}: the text queries against the unattended
+            image codes) or "i2t" (F_{I->T^}). The attention player always maximises both.
     """
 
     def __init__(self, margin, similarity, attention, adversarial, adversarial_weight,
                  attention_gradient, attention_objective, quantization_weight=0.0,
-                 binary_ranking_share=0.0):
+                 binary_ranking_share=0.0, hash_adversarial_terms="both"):
         self.margin = margin
         self.similarity = similarity
         self.attention = attention
@@ -54,6 +57,7 @@ class DAAHObjective:
         self.attention_objective_kind = attention_objective
         self.quantization_weight = float(quantization_weight)
         self.binary_ranking_share = float(binary_ranking_share)
+        self.hash_adversarial_terms = hash_adversarial_terms
 
     def retrieval_terms(self, outputs, labels):
         """Eq. 2, L_ret over the attended codes (with its binary share, if any): {"t2i", "i2t",
@@ -90,9 +94,16 @@ class DAAHObjective:
                                                                   outputs["text_codes"])
             hash_loss = hash_loss + self.quantization_weight * terms["quantization_loss"]
         if self.adversarial:
-            hash_loss = hash_loss + self.adversarial_weight * terms["adversarial_loss"]
+            hash_loss = hash_loss + self.adversarial_weight * self._hash_adversarial(terms)
         terms["loss"] = hash_loss
         return terms
+
+    def _hash_adversarial(self, terms):
+        """The part of L_adv (scalar float32) the hashing player minimises, from `hash_terms`'
+        terms."""
+        if self.hash_adversarial_terms == "both":
+            return terms["adversarial_loss"]
+        return terms[f"adv_{self.hash_adversarial_terms}"]
 
     def adversarial_terms(self, outputs, labels, attention_player=False):
         """Eq. 3, L_adv: {"t2i", "i2t", "total"} of scalar float32.
@@ -157,11 +168,12 @@ class DCMHObjective:
 
 def build_objective(loss, margin, similarity, attention, adversarial, adversarial_weight,
                     attention_gradient, attention_objective, dcmh_weights,
-                    quantization_weight=0.0, binary_ranking_share=0.0):
+                    quantization_weight=0.0, binary_ranking_share=0.0,
+                    hash_adversarial_terms="both"):
     """The objective of `--loss` ("daah" or "dcmh"); the other arguments as `DAAHObjective`'s
     and `DCMHObjective`'s (DCMH has its own quantization term and weight)."""
     if loss == "dcmh":
         return DCMHObjective(dcmh_weights)
     return DAAHObjective(margin, similarity, attention, adversarial, adversarial_weight,
                          attention_gradient, attention_objective, quantization_weight,
-                         binary_ranking_share)
+                         binary_ranking_share, hash_adversarial_terms)

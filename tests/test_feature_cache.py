@@ -135,6 +135,26 @@ def test_bow_cache_round_trip(bow_cache, small_encoder):
                                rtol=2 ** -10, atol=1e-6)
 
 
+def test_image_groups_travel_with_the_cache(tmp_path, small_encoder):
+    """Which pairs share a photo (the folder reader's extras) is kept, so that a run from the
+    cache carves the same whole-photo validation split as a run from the pictures."""
+    plain = str(tmp_path / "plain")
+    write_feature_cache(bow_dataset(), plain, small_encoder, 8)
+    assert "image_groups" not in load_feature_cache(plain).extras
+    grouped = bow_dataset()
+    grouped.extras["image_groups"] = np.arange(24, dtype=np.int64) // 3
+    out = str(tmp_path / "grouped")
+    write_feature_cache(grouped, out, small_encoder, 8)
+    np.testing.assert_array_equal(load_feature_cache(out).extras["image_groups"],
+                                  np.arange(24) // 3)
+    splits_file = os.path.join(out, "splits.npz")
+    with np.load(splits_file) as stored:
+        arrays = dict(stored)
+    np.savez(splits_file, **dict(arrays, image_groups=np.arange(5)))
+    with pytest.raises(DatasetError, match="image_groups"):
+        load_feature_cache(out)
+
+
 def test_pixels_are_resized_like_in_training(tmp_path, small_encoder):
     import tensorflow as tf
 

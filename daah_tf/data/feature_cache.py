@@ -17,7 +17,9 @@ a cache larger than RAM streams a batch at a time through the input pipeline:
     labels.npy         (N, L) float32 multi-hot
     label_names.json   L label names
     vocabulary.json    the V bag-of-words tokens, when the reader knows them
-    splits.npz         "query", "database", "train": int64 row indices (the reader's splits)
+    splits.npz         "query", "database", "train": int64 row indices (the reader's splits);
+                       "image_groups" (N,) int64, when the reader gives it (which pairs share
+                       a photo, so that validation keeps them together)
 
 Augmentation (random crop and flip) cannot be applied to cached features: the cache holds the
 features of the whole, unaugmented image.
@@ -205,7 +207,10 @@ def write_feature_cache(data: PairedDataset, out_dir, encoder, image_size, *, ba
             _write_json(os.path.join(staging, VOCABULARY_FILE),
                         [str(token) for token in data.vocabulary])
         splits = {name: np.asarray(data.splits[name], dtype=np.int64) for name in SPLITS}
-        np.savez(os.path.join(staging, SPLITS_FILE), **splits)
+        groups = {}
+        if data.extras.get("image_groups") is not None:
+            groups["image_groups"] = np.asarray(data.extras["image_groups"], dtype=np.int64)
+        np.savez(os.path.join(staging, SPLITS_FILE), **splits, **groups)
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -318,9 +323,11 @@ def scan_finite(path, array):
 
 
 def _load_splits(path, rows):
+    """(splits, image_groups or None) stored in splits.npz."""
     try:
         with np.load(path, allow_pickle=False) as stored:
             splits = {name: np.asarray(stored[name]) for name in SPLITS}
+            groups = np.asarray(stored["image_groups"]) if "image_groups" in stored else None
     except FileNotFoundError as error:
         raise DatasetError(f"{path}: not found (the feature cache is incomplete)") from error
     except (OSError, ValueError, KeyError) as error:
@@ -330,7 +337,9 @@ def _load_splits(path, rows):
             raise DatasetError(f"{path}: split {name!r} is not a vector of row indices")
         if len(index) and (index.min() < 0 or index.max() >= rows):
             raise DatasetError(f"{path}: split {name!r} has rows outside 0..{rows - 1}")
-    return {name: index.astype(np.int64) for name, index in splits.items()}
+    if groups is not None and (groups.shape != (rows,) or groups.dtype.kind not in "iu"):
+        raise DatasetError(f"{path}: image_groups is not a vector of {rows} integers")
+    return {name: index.astype(np.int64) for name, index in splits.items()}, groups
 
 
 def _load_json_list(path, length=None):
@@ -362,7 +371,8 @@ def load_feature_cache(directory, *, dataset=None, verify=True):
     Returns:
         PairedDataset named after the cached dataset: images (N, h, w, c) float16 memmap,
         texts (N, V) float32 memmap ("bow") or (N,) str ("raw"), labels (N, L) float32, the
-        cached splits; extras["feature_cache"] is the manifest.
+        cached splits; extras["feature_cache"] is the manifest, and extras["image_groups"]
+        the reader's, when the cache has them.
 
     Raises:
         DatasetError naming the file: a missing or unreadable file, a file that disagrees with
@@ -402,6 +412,10 @@ def load_feature_cache(directory, *, dataset=None, verify=True):
         if manifest["text_kind"] == "bow":
             scan_finite(path_of("texts"), texts)
     label_names = _load_json_list(path_of("label_names"), manifest["num_labels"])
+    splits, groups = _load_splits(path_of("splits"), rows)
+    extras = {"feature_cache": manifest}
+    if groups is not None:
+        extras["image_groups"] = groups.astype(np.int64)
     vocabulary = None
     if files.get("vocabulary"):
         vocabulary = _load_json_list(path_of("vocabulary"))
@@ -413,7 +427,7 @@ def load_feature_cache(directory, *, dataset=None, verify=True):
         text_kind=manifest["text_kind"],
         labels=labels,
         label_names=label_names,
-        splits=_load_splits(path_of("splits"), rows),
+        splits=splits,
         vocabulary=vocabulary,
-        extras={"feature_cache": manifest},
+        extras=extras,
     )

@@ -14,7 +14,10 @@ Fields:
     split: optional, "query" (only ever a query), "database" (retrieved, never trained on) or
         "train" (trained on and also part of the database). Either every row has one or none
         does; without splits: 10% query, the rest database, half of the database train (the
-        shape of the MIRFLICKR-25K protocol), drawn from the seed.
+        shape of the MIRFLICKR-25K protocol), drawn from the seed. Rows with the same image file
+        (one photo, several captions) are one picture: its pairs are all queries or all
+        database, and the validation split (`daah_tf.data.splits.carve_validation`) takes or
+        leaves them together, so that no photo is both trained on and queried.
 
 Other keys are ignored; blank lines are skipped.
 
@@ -229,21 +232,46 @@ def _given_splits(path, rows):
     return {name: index.astype(np.int64) for name, index in splits.items()}
 
 
-def default_split(num_pairs, seed):
+def default_split(num_pairs, seed, groups=None):
     """Splits for rows without a split field: 10% query (at least 1), the rest database, half
-    of the database (at least 1) train; {"query", "database", "train"} -> int64 indices."""
+    of the database (at least 1) train; {"query", "database", "train"} -> int64 indices.
+
+    groups: optional (N,) int64 picture of every pair (`_image_groups`). When a picture has
+    several captions its pairs are all queries or all database: a query photo that is also in
+    the database (and trained on) would be found by memory, not by its codes.
+    """
     if num_pairs < 2:
         raise DatasetError(f"{num_pairs} valid row(s): need at least 2 (a query and a "
                            f"training pair)")
     num_query = min(num_pairs - 1, max(1, round(num_pairs * QUERY_FRACTION)))
     num_train = max(1, round((num_pairs - num_query) * TRAIN_FRACTION_OF_DATABASE))
-    return random_protocol_split(num_pairs, num_query, num_train, seed)
+    pictures = len(np.unique(groups)) if groups is not None else num_pairs
+    if pictures == num_pairs or pictures < 2:  # no repeated photo, or no second one to query
+        return random_protocol_split(num_pairs, num_query, num_train, seed)
+    return _grouped_split(np.asarray(groups), num_query, num_train, seed)
+
+
+def _grouped_split(groups, num_query, num_train, seed):
+    """`default_split` with whole pictures as queries: pictures in a seeded random order until
+    at least num_query pairs (leaving at least one picture for the database); train is drawn
+    from the database pairs."""
+    rng = np.random.default_rng(seed)
+    pictures = rng.permutation(np.unique(groups))
+    sizes = np.bincount(groups)[pictures]
+    num_pictures = min(len(pictures) - 1,
+                       int(np.searchsorted(np.cumsum(sizes), num_query)) + 1)
+    query = np.flatnonzero(np.isin(groups, pictures[:num_pictures]))
+    database = np.setdiff1d(np.arange(len(groups)), query)
+    num_train = min(num_train, len(database))
+    train = rng.permutation(database)[:num_train]
+    return {name: np.sort(part).astype(np.int64) for name, part in
+            (("query", query), ("database", database), ("train", train))}
 
 
 def _splits(path, rows, seed):
     with_split = [row[0] for row in rows if row[4] is not None]
     if not with_split:
-        return default_split(len(rows), seed)
+        return default_split(len(rows), seed, _image_groups([row[1] for row in rows]))
     if len(with_split) != len(rows):
         line = next(row[0] for row in rows if row[4] is None)
         raise DatasetError(f"{path}:{line}: no split, while other rows (e.g. line "
@@ -263,6 +291,13 @@ def _multi_hot(label_sets):
     for row, labels in enumerate(label_sets):
         multi_hot[row, [column[label] for label in labels]] = 1.0
     return multi_hot, names
+
+
+def _image_groups(image_paths):
+    """(N,) int64: the same number for the pairs of one image file (a photo with several
+    captions), so that a validation split can keep them together."""
+    _, groups = np.unique(np.asarray(image_paths, dtype=str), return_inverse=True)
+    return groups.astype(np.int64).reshape(-1)
 
 
 def load_folder(data_dir, seed=0, skip_bad_rows=False, verify_images=False):
@@ -307,5 +342,6 @@ def load_folder(data_dir, seed=0, skip_bad_rows=False, verify_images=False):
         label_names=names,
         splits=_splits(path, rows, seed),
         extras={"line_numbers": np.asarray([row[0] for row in rows], dtype=np.int64),
+                "image_groups": _image_groups([row[1] for row in rows]),
                 "bad_rows": len(bad), "skipped_rows": sorted(bad)},
     )

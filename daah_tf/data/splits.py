@@ -36,26 +36,53 @@ def random_protocol_split(num_pairs, num_query, num_train, seed, num_database=No
             (("query", query), ("database", database), ("train", train))}
 
 
-def carve_validation(train_index, fraction, seed):
+def carve_validation(train_index, fraction, seed, groups=None):
     """Splits a validation set off the training pairs, for model selection.
 
     The query set is never used for model selection: validation comes out of training data.
+    Pairs that share a picture (one photo with several captions) are one group and stay on one
+    side: a validation picture that is also a training picture would be found by memory, and
+    selection would reward memorising the training pictures.
 
     Args:
         train_index: (n,) int64 training indices.
         fraction: share of them held out, in [0, 1); 0 gives an empty validation set.
         seed: the draw's seed.
+        groups: optional (N,) int64 group of every pair of the dataset (e.g. which picture it
+            has); None, no group with two training pairs, or a single group draws single pairs
+            as before. At least one group stays in training.
 
     Returns:
         (train_index, validation_index): disjoint sorted int64 arrays covering train_index.
     """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
+    train_index = np.asarray(train_index, dtype=np.int64)
     count = int(round(len(train_index) * fraction))
     order = np.random.default_rng(seed + 1).permutation(len(train_index))
-    validation = np.sort(np.asarray(train_index)[order[:count]])
-    train = np.sort(np.asarray(train_index)[order[count:]])
-    return train.astype(np.int64), validation.astype(np.int64)
+    chosen = order[:count]
+    if groups is not None and count:
+        train_groups = np.asarray(groups)[train_index]
+        # Whole groups only when some group repeats and one can stay behind for training.
+        if 2 <= len(np.unique(train_groups)) < len(train_groups):
+            chosen = _whole_groups(train_groups, order, count)
+    held_out = np.zeros(len(train_index), bool)
+    held_out[chosen] = True
+    return (np.sort(train_index[~held_out]).astype(np.int64),
+            np.sort(train_index[held_out]).astype(np.int64))
+
+
+def _whole_groups(train_groups, order, count):
+    """Positions (into the training pairs) of whole groups, taken in the order their first pair
+    has in `order` until they hold at least `count` pairs (never all of the groups)."""
+    rank = {}
+    for position in order:
+        rank.setdefault(train_groups[position], len(rank))
+    group_rank = np.asarray([rank[g] for g in train_groups])
+    by_group = np.argsort(group_rank, kind="stable")
+    sizes = np.bincount(group_rank)
+    groups_needed = min(len(sizes) - 1, int(np.searchsorted(np.cumsum(sizes), count)) + 1)
+    return by_group[:int(sizes[:groups_needed].sum())]
 
 
 def write_splits(splits, path):

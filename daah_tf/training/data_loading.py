@@ -34,8 +34,8 @@ def load_data(config: RunConfig):
                 cache_dir=config.train.cache_dir, data_dir=data_config.data_dir,
                 batch_size=data_config.batch_size, progress=config.train.verbose > 0)
     train, validation = carve_validation(
-        data.splits["train"], data_config.validation_fraction, data_config.seed
-    )
+        data.splits["train"], data_config.validation_fraction, data_config.seed,
+        groups=data.extras.get("image_groups"))
     data.splits = dict(data.splits, train=train, validation=validation)
     return data
 

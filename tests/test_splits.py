@@ -88,7 +88,7 @@ def _photo_folder(root, photos=12, captions=4):
 
 
 def test_a_folder_run_never_validates_or_queries_on_a_training_photo(tmp_path):
-    from daah_tf.training.data_loading import load_data
+    from daah_tf.training.data_loading import load_data, warn_if_small_validation
 
     _photo_folder(tmp_path / "data")
     dataset = load_folder(str(tmp_path / "data"))
@@ -99,7 +99,13 @@ def test_a_folder_run_never_validates_or_queries_on_a_training_photo(tmp_path):
                         validation_fraction=0.25),
         model=ModelConfig(bits=8),
         train=TrainConfig(model_dir=str(tmp_path / "run")))
-    splits = load_data(config).splits
+    data = load_data(config)
+    splits = data.splits
+    held_out = splits["validation"]
+    expected = (f"validation split has {len(held_out)} pairs of {len(set(groups[held_out]))} "
+                r"photos.*--validation_fraction \(now 0.25\)")
+    with pytest.warns(UserWarning, match=expected):
+        warn_if_small_validation(data, 0.25)
     pictures = {name: set(groups[index]) for name, index in splits.items()}
     assert pictures["validation"] and pictures["query"]
     assert not pictures["validation"] & pictures["train"]

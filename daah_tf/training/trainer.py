@@ -28,7 +28,7 @@ from daah_tf.training.compiled_model import (
     set_precision_policy,
     training_model_config,
 )
-from daah_tf.training.data_loading import load_data
+from daah_tf.training.data_loading import load_data, warn_if_small_validation
 from daah_tf.training.monitor import NonFiniteGuard, TrainingMonitor
 from daah_tf.training.weight_average import WeightAverage
 
@@ -216,6 +216,7 @@ def train_and_evaluate(config: RunConfig, flags_text, print_fn=print):
     strategy = distribution.make_strategy(config.train.distribution)
     chief = distribution.is_chief(strategy)
     data = load_data(config)  # bad data stops the run before anything is written
+    warn_if_small_validation(data, config.data.validation_fraction)
     check_backbone_fits(data, config)
     run_dir = config.train.model_dir  # the chief's; this worker's own is model_dir
     model_dir = distribution.worker_dir(run_dir, strategy)

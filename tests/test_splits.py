@@ -2,6 +2,7 @@
 trained on and used to select (validation) or to judge (query) a model."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -110,3 +111,23 @@ def test_a_folder_run_never_validates_or_queries_on_a_training_photo(tmp_path):
     assert pictures["validation"] and pictures["query"]
     assert not pictures["validation"] & pictures["train"]
     assert not pictures["query"] & pictures["database"]
+
+
+def test_given_splits_that_split_a_photo_are_named(tmp_path):
+    """A pairs.jsonl whose rows of one image have different splits loads, with a warning that
+    names the file and the lines; consistent splits load silently."""
+    _photo_folder(tmp_path, photos=4, captions=2)
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [json.loads(line) for line in pairs.read_text().splitlines()]
+    for index, row in enumerate(rows):
+        row["split"] = "query" if index < 2 else "train"  # photo 0: both captions query
+    pairs.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_folder(str(tmp_path))
+    rows[2]["split"] = "query"  # photo 1: line 3 query, line 4 train
+    pairs.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.warns(UserWarning, match=r"pairs.jsonl: 1 image file\(s\) have both query and "
+                                         r"database/train rows, e.g. lines 3, 4"):
+        dataset = load_folder(str(tmp_path))
+    np.testing.assert_array_equal(dataset.splits["query"], [0, 1, 2])

@@ -268,15 +268,30 @@ def _grouped_split(groups, num_query, num_train, seed):
             (("query", query), ("database", database), ("train", train))}
 
 
-def _splits(path, rows, seed):
+def _splits(path, rows, seed, groups):
     with_split = [row[0] for row in rows if row[4] is not None]
     if not with_split:
-        return default_split(len(rows), seed, _image_groups([row[1] for row in rows]))
+        return default_split(len(rows), seed, groups)
     if len(with_split) != len(rows):
         line = next(row[0] for row in rows if row[4] is None)
         raise DatasetError(f"{path}:{line}: no split, while other rows (e.g. line "
                            f"{with_split[0]}) have one: give every row a split, or none")
-    return _given_splits(path, rows)
+    splits = _given_splits(path, rows)
+    _warn_photos_on_both_sides(path, rows, groups, splits)
+    return splits
+
+
+def _warn_photos_on_both_sides(path, rows, groups, splits):
+    """A UserWarning when an image file has query rows and database rows: its query captions
+    would find the photo's own database captions (trained on, for train rows) by memory."""
+    shared = np.intersect1d(groups[splits["query"]], groups[splits["database"]])
+    if not len(shared):
+        return
+    lines = [row[0] for row, group in zip(rows, groups, strict=True) if group == shared[0]]
+    warnings.warn(f"{path}: {len(shared)} image file(s) have both query and database/train "
+                  f"rows, e.g. lines {', '.join(map(str, lines))}: queries of a photo that is "
+                  f"also in the database measure memory, not retrieval; give all rows of one "
+                  f"image the same split", UserWarning, stacklevel=2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,7 +327,8 @@ def load_folder(data_dir, seed=0, skip_bad_rows=False, verify_images=False):
     Returns:
         PairedDataset "folder": images (N,) absolute paths ("paths"), texts (N,) str ("raw"),
         labels (N, L) float32 multi-hot, label_names sorted; extras: "line_numbers" (N,) int64
-        (the pairs.jsonl line of each pair), "bad_rows" (count skipped), "skipped_rows"
+        (the pairs.jsonl line of each pair), "image_groups" (N,) int64 (the same number for
+        the pairs of one image file), "bad_rows" (count skipped), "skipped_rows"
         [(line, reason)].
 
     Raises:
@@ -332,6 +348,7 @@ def load_folder(data_dir, seed=0, skip_bad_rows=False, verify_images=False):
     if not rows:
         raise DatasetError(f"{path}: no valid rows")
     labels, names = _multi_hot([row[3] for row in rows])
+    groups = _image_groups([row[1] for row in rows])
     return PairedDataset(
         name="folder",
         images=np.asarray([row[1] for row in rows], dtype=object),
@@ -340,8 +357,8 @@ def load_folder(data_dir, seed=0, skip_bad_rows=False, verify_images=False):
         text_kind="raw",
         labels=labels,
         label_names=names,
-        splits=_splits(path, rows, seed),
+        splits=_splits(path, rows, seed, groups),
         extras={"line_numbers": np.asarray([row[0] for row in rows], dtype=np.int64),
-                "image_groups": _image_groups([row[1] for row in rows]),
+                "image_groups": groups,
                 "bad_rows": len(bad), "skipped_rows": sorted(bad)},
     )

@@ -81,9 +81,17 @@ def test_flags_txt_is_a_flagfile_that_resumes(smoke_run, tmp_path):
     flagfile = tmp_path / "again.cfg"
     flagfile.write_text(flags_text.replace("--epochs=2", "--epochs=3"))
     steps_before = json.load(open(os.path.join(copy, "metrics.json")))["steps"]
+    # The resumed run keeps the split it started with (as a run begun under other split rules
+    # must): one validation pair swapped with a training pair stays swapped.
+    splits_path = os.path.join(copy, "splits.json")
+    splits = json.load(open(splits_path))
+    splits["validation"][0], splits["train"][0] = splits["train"][0], splits["validation"][0]
+    splits = {name: sorted(index) for name, index in splits.items()}
+    open(splits_path, "w").write(json.dumps(splits))
     result = run_module("daah_tf.train", f"--flagfile={flagfile}")
     assert result.returncode == 0, result.stderr
     assert "Resuming" in result.stdout and "epoch 2" in result.stdout
+    assert json.load(open(splits_path)) == splits
     after = json.load(open(os.path.join(copy, "metrics.json")))
     assert after["epochs_trained"] == 3
     assert after["steps"] > steps_before  # the global step went on from the checkpoint

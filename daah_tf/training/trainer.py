@@ -230,6 +230,10 @@ def train_and_evaluate(config: RunConfig, flags_text, print_fn=print):
     # The model's size tells how much disk the run needs: checked before anything is written.
     resuming = run_directory.prepare(config, flags_text, run_directory.bytes_needed(model))
     run = Run(model_dir)
+    if resuming and os.path.exists(run.splits_path):
+        # A resumed run keeps the split it started with, even where the split rules changed
+        # since (whole photos held out for validation): its weights were trained on that one.
+        data = run.with_splits(data)
     write_splits(data.splits, run.splits_path)
     if featurizer is not None:
         featurizer.save(model_dir)

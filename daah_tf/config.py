@@ -208,6 +208,7 @@ class ModelConfig:
     cnn_filters: tuple = (16, 32, 64)
     image_hidden_units: tuple = (512, 512)
     text_units: tuple = (512, 256)
+    text_linear_path: bool = False  # f = MLP(x) + W x (paper: the MLP alone)
     dropout: float = 0.0
     attention: str = "adversarial"  # "adversarial" | "none"
     adversarial: bool = True

@@ -87,6 +87,10 @@ flags.DEFINE_list("image_hidden_units", [str(u) for u in _MODEL.image_hidden_uni
                   "Image hash head: the two hidden layers (VGG fc6/fc7: 4096,4096).")
 flags.DEFINE_list("text_units", [str(u) for u in _MODEL.text_units],
                   "Text encoder: the two dense layers.")
+flags.DEFINE_boolean("text_linear_path", _MODEL.text_linear_path,
+                     "Text encoder: add a linear map of the bag of words to the two dense layers' "
+                     "features, f = MLP(x) + W x (not in the paper; measured on small sets in "
+                     "the README).")
 flags.DEFINE_float("dropout", _MODEL.dropout, "Dropout in the dense layers.",
                    lower_bound=0.0, upper_bound=0.9)
 flags.DEFINE_enum("attention", _MODEL.attention, ATTENTION_CHOICES,
@@ -286,7 +290,8 @@ def config_from_flags():
     model = ModelConfig(
         bits=FLAGS.bits, image_backbone=FLAGS.image_backbone, image_weights=FLAGS.image_weights,
         cnn_filters=ints(FLAGS.cnn_filters), image_hidden_units=ints(FLAGS.image_hidden_units),
-        text_units=ints(FLAGS.text_units), dropout=FLAGS.dropout, attention=FLAGS.attention,
+        text_units=ints(FLAGS.text_units), text_linear_path=FLAGS.text_linear_path,
+        dropout=FLAGS.dropout, attention=FLAGS.attention,
         adversarial=FLAGS.adversarial, attention_gradient=FLAGS.attention_gradient,
         margin=FLAGS.margin, margin_scaling=FLAGS.margin_scaling, loss=FLAGS.loss,
         dcmh_quantization_weight=FLAGS.dcmh_quantization_weight,

@@ -62,3 +62,10 @@ def test_margin_scaling_sets_the_models_margin(bits, margin, scaling, expected):
     assert model.get_config()["margin"] == pytest.approx(expected)
     with pytest.raises(ValueError, match="margin_scaling"):
         _tiny_config(margin_scaling="linear")
+
+
+def test_text_linear_path_reaches_the_text_encoder_as_a_hashing_player_weight():
+    model = build_model(_tiny_config(text_linear_path=True), (8, 8, 3), text_dim=9)
+    assert model.text_encoder.linear_path
+    assert any("linear_path" in v.path for v in model.hash_variables)
+    assert not build_model(_tiny_config(), (8, 8, 3), text_dim=9).text_encoder.linear_path

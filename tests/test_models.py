@@ -31,6 +31,8 @@ LAYERS = [
         id="image-precomputed-2d",
     ),
     pytest.param(lambda: TextEncoder(units=(8, 6), dropout=0.2), (2, 10), (2, 6), id="text"),
+    pytest.param(lambda: TextEncoder(units=(8, 6), linear_path=True), (2, 10), (2, 6),
+                 id="text-linear-path"),
     pytest.param(lambda: SpatialAttention(), (2, 4, 4, 3), (2, 4, 4, 3), id="spatial"),
     pytest.param(
         lambda: VectorAttention(detach_features=False), (2, 6), (2, 6), id="vector"
@@ -117,3 +119,22 @@ def test_encoders_compute_in_the_policy_dtype():
         text = TextEncoder(units=(4, 3))
         assert image(np.zeros((1, 8, 8, 3), np.float32)).dtype == tf.bfloat16
         assert text(np.zeros((1, 5), np.float32)).dtype == tf.bfloat16
+
+
+def test_text_linear_path_adds_a_linear_map_of_the_words():
+    """f = relu(relu(x W1 + b1) W2 + b2) + x W, against NumPy; without the path the layer has
+    no such weight and its config does not name it (earlier runs' configs stay valid)."""
+    rng = np.random.default_rng(3)
+    words = rng.poisson(0.7, size=(5, 12)).astype(np.float32)
+    encoder = TextEncoder(units=(8, 6), linear_path=True)
+    features = encoder(words).numpy()
+    w1, b1 = encoder.hidden.get_weights()
+    w2, b2 = encoder.features.get_weights()
+    (linear,) = encoder.linear.get_weights()
+    assert linear.shape == (12, 6)
+    expected = (np.maximum(np.maximum(words @ w1 + b1, 0) @ w2 + b2, 0) + words @ linear)
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-5)
+    assert encoder.get_config()["linear_path"] is True
+    plain = TextEncoder(units=(8, 6))
+    plain(words)
+    assert "linear_path" not in plain.get_config() and len(plain.get_weights()) == 4

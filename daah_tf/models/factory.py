@@ -34,7 +34,8 @@ def build_model(config: ModelConfig, image_shape, text_dim):
         cnn_filters=config.cnn_filters,
         name="image_encoder",
     )
-    text_encoder = TextEncoder(units=config.text_units, dropout=config.dropout, name="text_encoder")
+    text_encoder = TextEncoder(units=config.text_units, dropout=config.dropout,
+                               linear_path=config.text_linear_path, name="text_encoder")
     image_input = (None, *image_shape)
     image_encoder.build(image_input)
     feature_shape = image_encoder.compute_output_shape(image_input)

@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from daah_tf.data.base import SPLITS, DatasetError, PairedDataset
-from daah_tf.data.splits import random_protocol_split
+from daah_tf.data.splits import random_protocol_split, whole_groups
 
 PAIRS_FILE = "pairs.jsonl"
 QUERY_FRACTION = 0.1
@@ -252,15 +252,11 @@ def default_split(num_pairs, seed, groups=None):
 
 
 def _grouped_split(groups, num_query, num_train, seed):
-    """`default_split` with whole pictures as queries: pictures in a seeded random order until
-    at least num_query pairs (leaving at least one picture for the database); train is drawn
-    from the database pairs."""
+    """`default_split` with whole pictures as queries (`splits.whole_groups` over a seeded
+    order: at least num_query pairs, at least one picture left for the database); train is
+    drawn from the database pairs."""
     rng = np.random.default_rng(seed)
-    pictures = rng.permutation(np.unique(groups))
-    sizes = np.bincount(groups)[pictures]
-    num_pictures = min(len(pictures) - 1,
-                       int(np.searchsorted(np.cumsum(sizes), num_query)) + 1)
-    query = np.flatnonzero(np.isin(groups, pictures[:num_pictures]))
+    query = whole_groups(groups, rng.permutation(len(groups)), num_query)
     database = np.setdiff1d(np.arange(len(groups)), query)
     num_train = min(num_train, len(database))
     train = rng.permutation(database)[:num_train]

@@ -65,20 +65,21 @@ def carve_validation(train_index, fraction, seed, groups=None):
         train_groups = np.asarray(groups)[train_index]
         # Whole groups only when some group repeats and one can stay behind for training.
         if 2 <= len(np.unique(train_groups)) < len(train_groups):
-            chosen = _whole_groups(train_groups, order, count)
+            chosen = whole_groups(train_groups, order, count)
     held_out = np.zeros(len(train_index), bool)
     held_out[chosen] = True
     return (np.sort(train_index[~held_out]).astype(np.int64),
             np.sort(train_index[held_out]).astype(np.int64))
 
 
-def _whole_groups(train_groups, order, count):
-    """Positions (into the training pairs) of whole groups, taken in the order their first pair
-    has in `order` until they hold at least `count` pairs (never all of the groups)."""
+def whole_groups(groups, order, count):
+    """Positions (into `groups`, (n,)) of whole groups, taken in the order their first pair
+    has in `order` (a permutation of the n positions) until they hold at least `count` pairs,
+    never all of the groups (the rest must keep one)."""
     rank = {}
     for position in order:
-        rank.setdefault(train_groups[position], len(rank))
-    group_rank = np.asarray([rank[g] for g in train_groups])
+        rank.setdefault(groups[position], len(rank))
+    group_rank = np.asarray([rank[g] for g in groups])
     by_group = np.argsort(group_rank, kind="stable")
     sizes = np.bincount(group_rank)
     groups_needed = min(len(sizes) - 1, int(np.searchsorted(np.cumsum(sizes), count)) + 1)

@@ -141,6 +141,12 @@ flags.DEFINE_float("quantization_weight", _MODEL.quantization_weight,
                    "retrieval codes, which pulls them towards their binary codes sign(H); every "
                    "method has it, the ablations too (paper: no such term, 0).",
                    lower_bound=0.0)
+flags.DEFINE_float("center_weight", _MODEL.center_weight,
+                   "The hashing player's weight on C, the cross-entropy of the image and text "
+                   "retrieval codes against a fixed binary code of their labels (hash centres: "
+                   "Hadamard rows, or seeded random signs); every method has it, the ablations "
+                   "too (paper: no such term, 0).",
+                   lower_bound=0.0)
 flags.DEFINE_float("binary_ranking_share", _MODEL.binary_ranking_share,
                    "Share a of the ranking loss computed on the binary codes sign(H) with a "
                    "straight-through gradient: L_ret = (1 - a) L_ret(H) + a L_ret(sign(H)), so "
@@ -305,6 +311,7 @@ def config_from_flags():
         hash_adversarial_terms=FLAGS.hash_adversarial_terms,
         quantization_weight=FLAGS.quantization_weight,
         binary_ranking_share=FLAGS.binary_ranking_share,
+        center_weight=FLAGS.center_weight,
         freeze_backbone=_freeze(FLAGS.freeze_backbone, FLAGS.image_backbone,
                                 FLAGS.image_weights),
     )

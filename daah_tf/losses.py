@@ -15,12 +15,16 @@ outputs H in (-1, 1)^q; ||.|| is the Euclidean distance between codes; eps is th
             hashing player minimises F + lambda_q Q with `--quantization_weight` lambda_q > 0
     (not in the paper) L_ret = (1 - a) L_ret(H) + a L_ret(sign(H)), sign with a straight-through
             gradient, `binary_aware_retrieval_loss`, with `--binary_ranking_share` a > 0
+    (not in the paper) C = per-bit cross-entropy of (1 + H) / 2 against the label's hash
+            centre (1 + c) / 2, `center_loss` with `hash_centers`; the hashing player
+            minimises F + lambda_c C with `--center_weight` lambda_c > 0
 
 The paper writes a sum over triplets; we take the mean over the valid ones so that the loss scale
 does not depend on the batch size or the label density (the margin keeps its meaning). All
 functions compute in float32 whatever the codes' dtype, so mixed precision changes nothing here.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from daah_tf.config import MARGIN_SCALINGS, SIMILARITY_KINDS
@@ -212,6 +216,72 @@ def quantization_loss(image_codes, text_codes):
     """
     return sum(tf.reduce_mean(tf.square(tf.abs(tf.cast(codes, tf.float32)) - 1.0))
                for codes in (image_codes, text_codes))
+
+
+def hash_centers(num_labels, bits):
+    """(L, q) float32 in {-1, +1}: one fixed target code per label for `center_loss`.
+
+    Rows of the Sylvester Hadamard matrix and of its negative when q is a power of two and
+    L <= 2q (any two centres then differ in q/2 bits, or in all q), as Central Similarity
+    Quantization (Yuan et al., CVPR 2020) builds them; otherwise random signs from a fixed
+    generator seeded by (L, q). A function of (L, q) alone: every run and seed of a dataset
+    and code length gets the same centres, and nothing needs saving.
+    """
+    num_labels, bits = int(num_labels), int(bits)
+    if bits >= 1 and bits & (bits - 1) == 0 and num_labels <= 2 * bits:
+        hadamard = np.ones((1, 1))
+        while hadamard.shape[0] < bits:
+            hadamard = np.block([[hadamard, hadamard], [hadamard, -hadamard]])
+        return np.concatenate([hadamard, -hadamard])[:num_labels].astype(np.float32)
+    generator = np.random.default_rng([num_labels, bits])
+    return generator.choice(np.array([-1.0, 1.0], np.float32), size=(num_labels, bits))
+
+
+def center_targets(labels, centers):
+    """(B, q) float32 in {-1, 0, +1}: each item's hash centre, sign of the mean of its labels'
+    centres (`hash_centers`); 0 where they tie (an item without labels: all 0).
+
+    Args:
+        labels: (B, L) multi-hot.
+        centers: (L, q) in {-1, +1}.
+    """
+    return tf.sign(tf.matmul(tf.cast(labels, tf.float32), tf.cast(centers, tf.float32)))
+
+
+def center_loss(image_codes, text_codes, labels, centers):
+    """C, the cross-entropy of the codes against their labels' hash centres (not in the paper;
+    the hashing player's `--center_weight` term, Central Similarity Quantization's pointwise
+    loss):
+
+        t = center_targets(L_i, centers)                      (in {-1, 0, +1}^q)
+        C = sum over modalities m of  mean over (i, k) with t_ik != 0 of
+            -[(1 + t_ik)/2 log((1 + H^m_ik)/2) + (1 - t_ik)/2 log((1 - H^m_ik)/2)]
+
+    Why: L_ret learns from the pairs and triplets of a batch; with few training pairs a
+    pointwise pull of every code towards a fixed code of its label is the signal the linear
+    floor (ridge to the labels) lives on. Bits where an item's labels tie (t = 0) and items
+    without labels carry no term.
+
+    Args:
+        image_codes: (B, q) attended image codes H^I in (-1, 1).
+        text_codes: (B, q) attended text codes H^T.
+        labels: (B, L) multi-hot.
+        centers: (L, q) in {-1, +1} (`hash_centers`).
+
+    Returns:
+        Scalar float32 (0 when no bit has a target).
+    """
+    targets = center_targets(labels, centers)
+    weights = tf.abs(targets)
+    positive = (1.0 + targets) / 2.0
+    count = tf.maximum(tf.reduce_sum(weights), 1.0)
+    total = 0.0
+    for codes in (image_codes, text_codes):
+        # (1 + H) / 2 kept off 0 and 1: tanh saturates in float32 and log(0) is -inf.
+        p = tf.clip_by_value((1.0 + tf.cast(codes, tf.float32)) / 2.0, 1e-6, 1.0 - 1e-6)
+        entropy = -(positive * tf.math.log(p) + (1.0 - positive) * tf.math.log(1.0 - p))
+        total += tf.reduce_sum(weights * entropy) / count
+    return total
 
 
 def straight_through_sign(codes):

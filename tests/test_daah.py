@@ -634,6 +634,30 @@ def test_quantization_weight_adds_q_to_the_hashing_players_loss(overrides):
     assert DAAH.from_config(model.get_config()).quantization_weight == 0.5
 
 
+
+@WITH_AND_WITHOUT_ATTENTION
+def test_center_weight_adds_c_to_the_hashing_players_loss(overrides):
+    model, inputs, labels, outputs, terms = _hashing_terms(center_weight=0.5, **overrides)
+    centers = losses.hash_centers(labels.shape[-1], model.image_head.bits)
+    c = losses.center_loss(outputs["image_codes"], outputs["text_codes"], labels, centers)
+    assert float(c) > 0.0
+    np.testing.assert_allclose(terms["center_loss"], float(c), rtol=1e-6)
+    adversarial = terms.get("adversarial_loss", 0.0) * model.adversarial_weight
+    np.testing.assert_allclose(terms["loss"],
+                               terms["retrieval_loss"] + 0.5 * float(c) + adversarial, rtol=1e-5)
+    train = as_floats(model.train_step((inputs, labels)))
+    assert "center_loss" in train and np.isfinite(train["center_loss"])
+    # The attention player's objective does not see C.
+    if "attention_objective" in train:
+        objective = float(model.objective.attention_objective(outputs, labels))
+        plain_model = build_model(tiny_config(**overrides), IMAGE_SHAPE, TEXT_DIM)
+        assert np.isclose(objective, float(plain_model.objective.attention_objective(outputs,
+                                                                                     labels)))
+    plain = build_model(tiny_config(**overrides), IMAGE_SHAPE, TEXT_DIM)
+    assert "center_loss" not in plain.compute_losses(plain(inputs), labels)
+    assert "center_weight" not in plain.get_config()
+    assert DAAH.from_config(model.get_config()).center_weight == 0.5
+
 @WITH_AND_WITHOUT_ATTENTION
 def test_binary_ranking_share_mixes_both_players_retrieval_loss(overrides):
     model, inputs, labels, outputs, terms = _hashing_terms(binary_ranking_share=0.25,

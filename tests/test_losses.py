@@ -333,6 +333,52 @@ def test_binary_share_gradient_is_the_ranking_gradient_at_the_binary_codes():
         np.testing.assert_allclose(gradient.numpy(), reference.numpy(), rtol=1e-6, atol=1e-7)
 
 
+
+@pytest.mark.parametrize("num_labels,bits", [(8, 32), (10, 16), (3, 4), (40, 16), (5, 12)])
+def test_hash_centers_are_fixed_signs_far_apart(num_labels, bits):
+    centers = losses.hash_centers(num_labels, bits)
+    assert centers.shape == (num_labels, bits) and centers.dtype == np.float32
+    assert set(np.unique(centers)) <= {-1.0, 1.0}
+    np.testing.assert_array_equal(centers, losses.hash_centers(num_labels, bits))  # no state
+    distances = [(a != b).sum() for i, a in enumerate(centers) for b in centers[i + 1:]]
+    if bits & (bits - 1) == 0 and num_labels <= 2 * bits:
+        # Hadamard rows and their negatives: q/2 bits apart, or q for a row and its negative.
+        assert set(distances) <= {bits // 2, bits}
+    else:
+        assert min(distances) > 0  # random signs: distinct at these sizes
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_center_loss_matches_numpy_loop(seed):
+    rng = np.random.default_rng(seed)
+    batch, bits, num_labels = 6, 8, 4
+    image, text = random_codes(rng, batch, bits), random_codes(rng, batch, bits)
+    labels = (rng.random((batch, num_labels)) < 0.4).astype(np.float32)
+    labels[0] = 0.0  # an item without labels: no term
+    labels[1] = [1, 1, 0, 0]  # two labels: ties where their centres disagree
+    centers = losses.hash_centers(num_labels, bits)
+    total_weight, sums = 0, [0.0, 0.0]
+    for i in range(batch):
+        for k in range(bits):
+            vote = sum(centers[j, k] for j in range(num_labels) if labels[i, j])
+            if vote == 0:
+                continue
+            target = 1.0 if vote > 0 else 0.0
+            total_weight += 1
+            for m, codes in enumerate((image, text)):
+                p = (1.0 + codes[i, k]) / 2.0
+                sums[m] -= target * np.log(p) + (1 - target) * np.log(1 - p)
+    expected = sum(s / total_weight for s in sums)
+    got = losses.center_loss(tf.constant(image, tf.float16), tf.constant(text), labels, centers)
+    assert got.dtype == tf.float32
+    np.testing.assert_allclose(float(got), expected, rtol=2e-3)  # float16 image codes
+    np.testing.assert_allclose(float(losses.center_loss(image, text, labels, centers)), expected,
+                               rtol=1e-5)
+    # Codes at their centres cost (almost) nothing; no labels at all: exactly 0.
+    targets = losses.center_targets(labels, centers).numpy()
+    assert float(losses.center_loss(targets, targets, labels, centers)) < 1e-4
+    assert float(losses.center_loss(image, text, 0 * labels, centers)) == 0.0
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_quantization_loss_matches_numpy_loop(seed):
     rng = np.random.default_rng(seed)

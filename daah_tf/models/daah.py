@@ -87,6 +87,8 @@ class DAAH(keras.Model):
         hash_adversarial_terms: the terms of L_adv in the hashing player's F: "both" (the
             paper's), "t2i" (F_{T->I^} only) or "i2t" (F_{I->T^} only); the attention player
             always plays both (`objectives.DAAHObjective`).
+        center_weight: lambda_c, the hashing player's weight on the hash-centre term C
+            (`losses.center_loss`; the paper's: 0, no such term).
         **kwargs: standard Model arguments.
 
     The README's "Deviations from the paper" measures each non-paper default.
@@ -104,7 +106,7 @@ class DAAH(keras.Model):
                  dcmh_weights=(1.0, 1.0), attention_objective="adversarial_retrieval",
                  retrieval_view="attended", adversarial_weight=1.0, text_retrieval_view=None,
                  quantization_weight=0.0, binary_ranking_share=0.0,
-                 hash_adversarial_terms="both", **kwargs):
+                 hash_adversarial_terms="both", center_weight=0.0, **kwargs):
         super().__init__(**kwargs)
         for name, value, allowed in (
             ("retrieval_view", retrieval_view, RETRIEVAL_VIEWS),
@@ -147,11 +149,13 @@ class DAAH(keras.Model):
         self.quantization_weight = float(quantization_weight)
         self.binary_ranking_share = float(binary_ranking_share)
         self.hash_adversarial_terms = hash_adversarial_terms
+        self.center_weight = float(center_weight)
         # What the players optimise (a plain object: nothing of it is saved).
         self.objective = build_objective(
             loss, self.margin, similarity, image_attention is not None, self.adversarial,
             self.adversarial_weight, attention_gradient, attention_objective, self.dcmh_weights,
-            self.quantization_weight, self.binary_ranking_share, hash_adversarial_terms)
+            self.quantization_weight, self.binary_ranking_share, hash_adversarial_terms,
+            self.center_weight)
         self.hash_optimizer = None
         self.attention_optimizer = None
         self.on_nonfinite = "stop"
@@ -458,6 +462,8 @@ class DAAH(keras.Model):
             config["binary_ranking_share"] = self.binary_ranking_share
         if self.hash_adversarial_terms != "both":
             config["hash_adversarial_terms"] = self.hash_adversarial_terms
+        if self.center_weight:
+            config["center_weight"] = self.center_weight
         return config
 
     @classmethod

@@ -67,6 +67,7 @@ def build_model(config: ModelConfig, image_shape, text_dim):
         hash_adversarial_terms=config.hash_adversarial_terms,
         quantization_weight=config.quantization_weight,
         binary_ranking_share=config.binary_ranking_share,
+        center_weight=config.center_weight,
         name="daah",
     )
     model.build({"image": image_input, "text": (None, int(text_dim))})

@@ -43,11 +43,14 @@ class DAAHObjective:
         hash_adversarial_terms: the terms of L_adv in the hashing player's F: "both" (Eq. 4,
             F_{T->I^} + F_{I->T^}), "t2i" (F_{T->I^}: the text queries against the unattended
             image codes) or "i2t" (F_{I->T^}). The attention player always maximises both.
+        center_weight: lambda_c, the hashing player's weight on C, the cross-entropy against
+            the labels' hash centres (`losses.center_loss`; 0: the paper's F, and no
+            "center_loss" term). Every method has it, like Q.
     """
 
     def __init__(self, margin, similarity, attention, adversarial, adversarial_weight,
                  attention_gradient, attention_objective, quantization_weight=0.0,
-                 binary_ranking_share=0.0, hash_adversarial_terms="both"):
+                 binary_ranking_share=0.0, hash_adversarial_terms="both", center_weight=0.0):
         self.margin = margin
         self.similarity = similarity
         self.attention = attention
@@ -58,6 +61,7 @@ class DAAHObjective:
         self.quantization_weight = float(quantization_weight)
         self.binary_ranking_share = float(binary_ranking_share)
         self.hash_adversarial_terms = hash_adversarial_terms
+        self.center_weight = float(center_weight)
 
     def retrieval_terms(self, outputs, labels):
         """Eq. 2, L_ret over the attended codes (with its binary share, if any): {"t2i", "i2t",
@@ -74,13 +78,16 @@ class DAAHObjective:
             names += ["adversarial_loss", "adv_t2i", "adv_i2t"]
         if self.quantization_weight:
             names.append("quantization_loss")
+        if self.center_weight:
+            names.append("center_loss")
         return names
 
     def hash_terms(self, outputs, labels):
         """The hashing player's terms: "loss" (F, what it minimises), "retrieval_loss" (Eq. 2)
         with its "ret_t2i", "ret_i2t", "ret_i2i", "ret_t2t", and with attention
         "adversarial_loss" (Eq. 3) with its "adv_t2i", "adv_i2t", and with a quantization
-        weight "quantization_loss" (Q). A dict of scalar float32."""
+        weight "quantization_loss" (Q), with a centre weight "center_loss" (C). A dict of
+        scalar float32."""
         retrieval = self.retrieval_terms(outputs, labels)
         terms = {f"ret_{k}": v for k, v in retrieval.items() if k != "total"}
         terms["retrieval_loss"] = retrieval["total"]
@@ -93,6 +100,12 @@ class DAAHObjective:
             terms["quantization_loss"] = losses.quantization_loss(outputs["image_codes"],
                                                                   outputs["text_codes"])
             hash_loss = hash_loss + self.quantization_weight * terms["quantization_loss"]
+        if self.center_weight:
+            # Fixed per (labels, bits): a constant of the traced step, never a variable.
+            centers = losses.hash_centers(labels.shape[-1], outputs["image_codes"].shape[-1])
+            terms["center_loss"] = losses.center_loss(outputs["image_codes"],
+                                                      outputs["text_codes"], labels, centers)
+            hash_loss = hash_loss + self.center_weight * terms["center_loss"]
         if self.adversarial:
             hash_loss = hash_loss + self.adversarial_weight * self._hash_adversarial(terms)
         terms["loss"] = hash_loss
@@ -169,11 +182,11 @@ class DCMHObjective:
 def build_objective(loss, margin, similarity, attention, adversarial, adversarial_weight,
                     attention_gradient, attention_objective, dcmh_weights,
                     quantization_weight=0.0, binary_ranking_share=0.0,
-                    hash_adversarial_terms="both"):
+                    hash_adversarial_terms="both", center_weight=0.0):
     """The objective of `--loss` ("daah" or "dcmh"); the other arguments as `DAAHObjective`'s
     and `DCMHObjective`'s (DCMH has its own quantization term and weight)."""
     if loss == "dcmh":
         return DCMHObjective(dcmh_weights)
     return DAAHObjective(margin, similarity, attention, adversarial, adversarial_weight,
                          attention_gradient, attention_objective, quantization_weight,
-                         binary_ranking_share, hash_adversarial_terms)
+                         binary_ranking_share, hash_adversarial_terms, center_weight)

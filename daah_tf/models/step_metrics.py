@@ -23,6 +23,7 @@ LOSS_TERMS = (
     "adv_t2i",
     "adv_i2t",
     "quantization_loss",
+    "center_loss",
     "dcmh_nll",
     "dcmh_quantization",
     "dcmh_balance",

@@ -117,6 +117,13 @@ DCMH_WITHOUT_ATTENTION = Rule(
     ("loss", "attention"),
     lambda v: v["loss"] != "dcmh" or v["attention"] == "none",
     "{loss}=dcmh is the attention-free baseline: add {attention}=none")
+DAAH_TERMS_NEED_DAAH_LOSS = Rule(
+    ("loss", "quantization_weight", "binary_ranking_share", "center_weight"),
+    lambda v: v["loss"] != "dcmh" or not (v["quantization_weight"] or v["binary_ranking_share"]
+                                          or v["center_weight"]),
+    "{quantization_weight}, {binary_ranking_share} and {center_weight} are terms of "
+    "{loss}=daah, which {loss}=dcmh would ignore: drop them (the baseline has its own "
+    "{dcmh_quantization_weight} and {dcmh_balance_weight})")
 LOGICAL_DEVICES_NEED_MIRRORED = Rule(
     ("distribution", "logical_cpu_devices"),
     lambda v: v["logical_cpu_devices"] <= 1 or v["distribution"] == "mirrored",
@@ -142,12 +149,14 @@ DATA_DIR_GIVEN = Rule(
     lambda v: v["dataset"] == "synthetic" or bool(v["data_dir"] or v["feature_cache"]),
     "{data_dir} (or a {feature_cache}) is required for every dataset but synthetic")
 
-MODEL_RULES = (WEIGHTS_NEED_PRETRAINED, DCMH_WITHOUT_ATTENTION)  # checked by ModelConfig
+MODEL_RULES = (WEIGHTS_NEED_PRETRAINED, DCMH_WITHOUT_ATTENTION,  # checked by ModelConfig
+               DAAH_TERMS_NEED_DAAH_LOSS)
 TRAIN_RULES = (LOGICAL_DEVICES_NEED_MIRRORED, WEIGHT_AVERAGE_DECAY_RANGE)  # by TrainConfig
 RUN_RULES = (CACHE_NEEDS_PRECOMPUTED, WIKI_IS_VECTORS)  # across the parts: by RunConfig
 # Every rule, in the order the command line checks them (it reports the first broken one).
 RULES = (DATA_DIR_GIVEN, CACHE_NEEDS_PRECOMPUTED, WEIGHTS_NEED_PRETRAINED, WIKI_IS_VECTORS,
-         LOGICAL_DEVICES_NEED_MIRRORED, WEIGHT_AVERAGE_DECAY_RANGE, DCMH_WITHOUT_ATTENTION)
+         LOGICAL_DEVICES_NEED_MIRRORED, WEIGHT_AVERAGE_DECAY_RANGE, DCMH_WITHOUT_ATTENTION,
+         DAAH_TERMS_NEED_DAAH_LOSS)
 
 
 def _values(config):

@@ -48,6 +48,9 @@ def test_setting_names_are_unique_across_the_parts():
     (lambda: TrainConfig(distribution="tpu"), "train.distribution must be one of"),
     (lambda: ModelConfig(loss="dcmh"),
      "model.loss=dcmh is the attention-free baseline: add model.attention=none"),
+    (lambda: ModelConfig(loss="dcmh", attention="none", center_weight=1.0),
+     "model.quantization_weight, model.binary_ranking_share and model.center_weight are terms "
+     "of model.loss=daah"),
     (lambda: ModelConfig(image_weights="imagenet"),
      "model.image_weights is for model.image_backbone=vgg19|"),
     (lambda: TrainConfig(logical_cpu_devices=2),
@@ -113,6 +116,7 @@ def test_help_is_quick_and_lists_the_flags():
     (["--dataset=wiki", "--data_dir=/tmp"], config.WIKI_IS_VECTORS),
     (["--logical_cpu_devices=2"], config.LOGICAL_DEVICES_NEED_MIRRORED),
     (["--loss=dcmh"], config.DCMH_WITHOUT_ATTENTION),
+    (["--loss=dcmh", "--attention=none", "--center_weight=1"], config.DAAH_TERMS_NEED_DAAH_LOSS),
 ])
 def test_the_command_line_refuses_with_the_rules_message(tmp_path, flags, rule):
     result = run_train(f"--flagfile={SMOKE}", f"--model_dir={tmp_path / 'run'}", *flags)

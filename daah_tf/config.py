@@ -122,8 +122,8 @@ DAAH_TERMS_NEED_DAAH_LOSS = Rule(
     lambda v: v["loss"] != "dcmh" or not (v["quantization_weight"] or v["binary_ranking_share"]
                                           or v["center_weight"]),
     "{quantization_weight}, {binary_ranking_share} and {center_weight} are terms of "
-    "{loss}=daah, which {loss}=dcmh would ignore: drop them (the baseline has its own "
-    "{dcmh_quantization_weight} and {dcmh_balance_weight})")
+    "{loss}=daah, which {loss}=dcmh would ignore: set them to 0 ({center_weight} is 1 by "
+    "default; the baseline has its own {dcmh_quantization_weight} and {dcmh_balance_weight})")
 LOGICAL_DEVICES_NEED_MIRRORED = Rule(
     ("distribution", "logical_cpu_devices"),
     lambda v: v["logical_cpu_devices"] <= 1 or v["distribution"] == "mirrored",
@@ -217,7 +217,7 @@ class ModelConfig:
     cnn_filters: tuple = (16, 32, 64)
     image_hidden_units: tuple = (512, 512)
     text_units: tuple = (512, 256)
-    text_linear_path: bool = False  # f = MLP(x) + W x (paper: the MLP alone)
+    text_linear_path: bool = True  # f = MLP(x) + W x (paper: the MLP alone, False)
     dropout: float = 0.0
     attention: str = "adversarial"  # "adversarial" | "none"
     adversarial: bool = True
@@ -236,7 +236,7 @@ class ModelConfig:
     hash_adversarial_terms: str = "both"  # the hashing player's terms of L_adv (paper: both)
     quantization_weight: float = 0.0  # the hashing player's weight on Q (paper: no such term)
     binary_ranking_share: float = 0.0  # share of L_ret on sign(H), straight-through (paper: 0)
-    center_weight: float = 0.0  # the hashing player's weight on the hash-centre term C (paper: 0)
+    center_weight: float = 1.0  # the hashing player's weight on the hash-centre term C (paper: 0)
     retrieval_view: str = "gated"  # | "attended" (the paper's H = D(Z * f)) | "whole" | "residual"
     text_retrieval_view: str = "same"  # the text codes' view; "same": retrieval_view
     # A frozen backbone on pictures: features are cached on the first run, heads train on them.
@@ -273,6 +273,14 @@ class TrainConfig:
         _check(_values(self), TRAIN_RULES)
 
 
+# Settings added after runs were already being saved, whose default is not the behaviour those
+# runs had: a config.json without one was written before it existed and means this value (a
+# restored run must rebuild the network it trained, e.g. without the linear path's weights).
+ABSENT_MEANS = {
+    "model": {"text_linear_path": False, "center_weight": 0.0},
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = DataConfig()
@@ -288,22 +296,23 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, text):
+        """The RunConfig of a config.json; a setting it lacks takes its `ABSENT_MEANS` value if
+        it has one (the file predates that setting), else its default."""
         raw = json.loads(text)
 
-        def build(kind, values):
+        def build(part, kind):
+            values = raw.get(part, {})
             fields = {f.name: f for f in dataclasses.fields(kind)}
             unknown = set(values) - set(fields)
             if unknown:
                 raise ValueError(f"unknown {kind.__name__} fields in config: {sorted(unknown)}")
+            values = {**ABSENT_MEANS.get(part, {}), **values}
             return kind(**{
                 k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
             })
 
-        return cls(
-            data=build(DataConfig, raw.get("data", {})),
-            model=build(ModelConfig, raw.get("model", {})),
-            train=build(TrainConfig, raw.get("train", {})),
-        )
+        return cls(data=build("data", DataConfig), model=build("model", ModelConfig),
+                   train=build("train", TrainConfig))
 
 
 # Setting name -> the RunConfig part that holds it ("data", "model" or "train").

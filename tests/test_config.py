@@ -3,6 +3,7 @@ dataclasses and the command line refuse the same settings, and the command line 
 `--help` without loading TensorFlow."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def test_bad_settings_are_refused_naming_the_setting(build, message):
 
 
 def test_agreeing_settings_are_accepted():
-    ModelConfig(loss="dcmh", attention="none")
+    ModelConfig(loss="dcmh", attention="none", center_weight=0.0)
     ModelConfig(image_backbone="vgg19", image_weights="imagenet")
     TrainConfig(distribution="mirrored", logical_cpu_devices=2)
     RunConfig(data=DataConfig(dataset="wiki", feature_cache="/tmp/cache"),
@@ -79,6 +80,19 @@ def test_a_stored_config_that_breaks_a_rule_is_refused():
     text = RunConfig().to_json().replace('"loss": "daah"', '"loss": "dcmh"')
     with pytest.raises(ValueError, match="model.loss=dcmh"):
         RunConfig.from_json(text)
+
+
+def test_a_config_saved_before_a_setting_existed_keeps_that_runs_behaviour():
+    # Runs saved before --text_linear_path and --center_weight were written without them and
+    # trained without them: restoring one must rebuild that network, not today's default.
+    saved = json.loads(RunConfig().to_json())
+    for name in config.ABSENT_MEANS["model"]:
+        del saved["model"][name]
+    old = RunConfig.from_json(json.dumps(saved))
+    assert old.model.text_linear_path is False and old.model.center_weight == 0.0
+    assert old.model.bits == ModelConfig().bits  # the rest: today's defaults, as before
+    today = RunConfig.from_json(RunConfig().to_json())
+    assert today.model.text_linear_path is True and today.model.center_weight == 1.0
 
 
 def test_old_modules_keep_their_names():
@@ -117,6 +131,7 @@ def test_help_is_quick_and_lists_the_flags():
     (["--logical_cpu_devices=2"], config.LOGICAL_DEVICES_NEED_MIRRORED),
     (["--loss=dcmh"], config.DCMH_WITHOUT_ATTENTION),
     (["--loss=dcmh", "--attention=none", "--center_weight=1"], config.DAAH_TERMS_NEED_DAAH_LOSS),
+    (["--loss=dcmh", "--attention=none"], config.DAAH_TERMS_NEED_DAAH_LOSS),  # C is on by default
 ])
 def test_the_command_line_refuses_with_the_rules_message(tmp_path, flags, rule):
     result = run_train(f"--flagfile={SMOKE}", f"--model_dir={tmp_path / 'run'}", *flags)

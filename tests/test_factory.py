@@ -65,7 +65,13 @@ def test_margin_scaling_sets_the_models_margin(bits, margin, scaling, expected):
 
 
 def test_text_linear_path_reaches_the_text_encoder_as_a_hashing_player_weight():
-    model = build_model(_tiny_config(text_linear_path=True), (8, 8, 3), text_dim=9)
+    model = build_model(_tiny_config(), (8, 8, 3), text_dim=9)  # on by default
     assert model.text_encoder.linear_path
     assert any("linear_path" in v.path for v in model.hash_variables)
-    assert not build_model(_tiny_config(), (8, 8, 3), text_dim=9).text_encoder.linear_path
+    plain = build_model(_tiny_config(text_linear_path=False), (8, 8, 3), text_dim=9)
+    assert not plain.text_encoder.linear_path
+
+
+def test_the_hash_centre_term_is_on_by_default_and_can_be_turned_off():
+    assert build_model(_tiny_config(), (8, 8, 3), text_dim=9).center_weight == 1.0
+    assert build_model(_tiny_config(center_weight=0.0), (8, 8, 3), text_dim=9).center_weight == 0

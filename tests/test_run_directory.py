@@ -32,3 +32,28 @@ def test_full_disk_is_refused_before_anything_is_written(tmp_path, monkeypatch):
     with pytest.raises(run_directory.RunDirectoryError, match="MiB free, the run needs"):
         run_directory.prepare(config, "", (needed, what))
     assert not (tmp_path / "new").exists()  # refused before creating anything
+
+
+def test_a_run_saved_before_a_default_changed_is_refused_with_the_flags_that_resume_it(tmp_path):
+    import dataclasses
+    import json
+
+    from daah_tf.config import ABSENT_MEANS, RunConfig, TrainConfig
+    from daah_tf.run import Run
+    from daah_tf.training import run_directory
+
+    config = RunConfig(train=TrainConfig(model_dir=str(tmp_path / "run")))
+    run_directory.prepare(config, "")
+    saved = json.loads(config.to_json())  # as a run of before --text_linear_path wrote it
+    for name in ABSENT_MEANS["model"]:
+        del saved["model"][name]
+    with open(Run(config.train.model_dir).config_path, "w", encoding="utf-8") as stream:
+        json.dump(saved, stream)
+    with pytest.raises(run_directory.RunDirectoryError) as error:
+        run_directory.prepare(config, "")
+    message = str(error.value)
+    assert "model.text_linear_path: False -> True" in message
+    assert "resumes with --notext_linear_path --center_weight=0 added" in message
+    older = dataclasses.replace(config, model=dataclasses.replace(
+        config.model, text_linear_path=False, center_weight=0.0))
+    assert run_directory.prepare(older, "")  # the hint's flags resume it

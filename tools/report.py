@@ -60,7 +60,7 @@ Methods:
     daah             the full method (no extra flags)
     no_adversarial   --adversarial=false: attention at its random initialisation, no L_adv
     no_attention     --attention=none: codes from the whole features, no L_adv
-    dcmh             --loss=dcmh --attention=none: the DCMH-style baseline objective
+    dcmh             --loss=dcmh --attention=none --center_weight=0: the DCMH-style baseline
     floor            the linear floor of the daah run of the same bits and seed (needs daah)
 """
 
@@ -94,7 +94,8 @@ METHODS = {
     "daah": ((), "DAAH"),
     "no_adversarial": (("--adversarial=false",), "DAAH, no adversarial training"),
     "no_attention": (("--attention=none",), "DAAH, no attention"),
-    "dcmh": (("--loss=dcmh", "--attention=none"), "DCMH-style loss, no attention"),
+    "dcmh": (("--loss=dcmh", "--attention=none", "--center_weight=0"),
+             "DCMH-style loss, no attention"),
     FLOOR: (None, "linear floor: ridge + projection + sign, on the DAAH run's inputs"),
 }
 LABELS = {name: label for name, (_, label) in METHODS.items()}

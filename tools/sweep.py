@@ -35,7 +35,8 @@ from daah_tf.run import METRICS_FILE  # noqa: E402  (no TensorFlow behind it)
 
 # The paper's game, whatever the defaults: every deviation of docs/design.md set back.
 LITERAL = ("--mask_estimator=probability", "--attention_objective=adversarial",
-           "--retrieval_view=attended", "--adversarial_weight=1", "--attention_schedule=constant")
+           "--retrieval_view=attended", "--adversarial_weight=1", "--attention_schedule=constant",
+           "--notext_linear_path", "--center_weight=0")
 DEFAULT_GAME = ("--mask_estimator=logit", "--attention_objective=adversarial_retrieval")
 WIKI = ("--flagfile=flags/wiki_16bit.cfg",)
 DEMO = ("--flagfile=flags/demo.cfg", "--epochs=6")
@@ -46,7 +47,8 @@ PRESETS = {
         (f"literal, attention lr {lr}", WIKI + LITERAL + (f"--attention_learning_rate={lr}",))
         for lr in ("1e-3", "1e-4", "1e-5")]),
     "dcmh_weights": (True, [
-        (f"dcmh q={q} b={b}", WIKI + ("--loss=dcmh", "--attention=none", "--epochs=20",
+        (f"dcmh q={q} b={b}", WIKI + ("--loss=dcmh", "--attention=none", "--center_weight=0",
+                                      "--epochs=20",
                                       f"--dcmh_quantization_weight={q}",
                                       f"--dcmh_balance_weight={b}"))
         for q, b in (("1", "1"), ("1", "0"), ("0", "1"), ("0.1", "0.1"))]),

@@ -24,7 +24,7 @@ from daah_tf.atomic import (  # noqa: F401 (re-exported)
     atomic_write_text,
     remove_stale_temporaries,
 )
-from daah_tf.config import RunConfig
+from daah_tf.config import ABSENT_MEANS, RunConfig
 from daah_tf.run import CONFIG_FILE, Run, load_run_config
 
 # Room for what is not weights: event files, metrics, splits, the text vocabulary.
@@ -90,6 +90,24 @@ def check_writable(model_dir):
         ) from error
 
 
+def _flag(name, value):
+    """The command-line spelling of one setting: --name=value, or --name / --noname."""
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no{name}"
+    return f"--{name}={value:g}" if isinstance(value, float) else f"--{name}={value}"
+
+
+def _changed_default_hint(old, new):
+    """For settings whose default changed after runs were saved (`ABSENT_MEANS`): the flags
+    that resume an older run as it was trained, since its flags.txt predates them."""
+    flags = [_flag(key, old[part][key]) for part, keys in ABSENT_MEANS.items() for key in keys
+             if old[part][key] != new[part][key]]
+    if not flags:
+        return ""
+    return (" A run made before these settings' defaults changed resumes with "
+            + " ".join(flags) + " added.")
+
+
 def _settings(config: RunConfig):
     """The parts of a config that must match for a run to be resumed (not epochs etc.); the
     weight average too: its variables are in the checkpoints or not."""
@@ -127,6 +145,7 @@ def prepare(config: RunConfig, flags_text, needed=(MIN_FREE_BYTES, "")):
             raise RunDirectoryError(
                 f"--model_dir={model_dir} holds a run with other settings ({'; '.join(changed)}). "
                 "Use another --model_dir, or the same flags to resume it."
+                + _changed_default_hint(old, new)
             )
     atomic_write_text(run.flags_path, flags_text)
     atomic_write_text(run.config_path, config.to_json() + "\n")

@@ -34,6 +34,7 @@ ALL_METRICS = {
     "nonfinite_batches",
     "gradient_norm_hash",
     "gradient_norm_attention",
+    "center_loss",  # the hash-centre term of the defaults (--center_weight=1)
 }
 NO_ADVERSARIAL_METRICS = ALL_METRICS - {"attention_objective", "gradient_norm_attention"}
 NO_ATTENTION_METRICS = ALL_METRICS - {
@@ -313,7 +314,7 @@ def test_metrics_report_every_term_and_test_step_matches(overrides, expected):
         np.testing.assert_allclose(train["adversarial_loss"],
                                    train["adv_t2i"] + train["adv_i2t"], rtol=1e-5)
     adversarial = overrides.get("adversarial", True) and "adversarial_loss" in expected
-    hash_loss = train["retrieval_loss"] + (
+    hash_loss = train["retrieval_loss"] + model.center_weight * train["center_loss"] + (
         model.adversarial_weight * train["adversarial_loss"] if adversarial else 0.0)
     np.testing.assert_allclose(train["loss"], hash_loss, rtol=1e-5)
     for tracker in model.metrics:
@@ -356,7 +357,9 @@ def test_no_adversarial_ablation_never_touches_the_attention(update):
     assert not any(changed(attention_0, snapshot(model.attention_variables)))
     assert any(changed(hash_0, snapshot(model.hash_variables)))
     assert int(model.attention_optimizer.iterations) == 0
-    np.testing.assert_allclose(results["loss"], results["retrieval_loss"], rtol=1e-6)
+    np.testing.assert_allclose(  # no L_adv in the hashing player's loss
+        results["loss"], results["retrieval_loss"] + model.center_weight * results["center_loss"],
+        rtol=1e-6)
 
 
 def test_no_attention_ablation_trains_on_whole_features():
@@ -419,10 +422,15 @@ def test_degenerate_batches_stay_finite(case):
     for variable in model.hash_variables + model.attention_variables:
         assert np.all(np.isfinite(variable.numpy())), variable.path
     if case in ("all-equal-labels", "no-labels"):
-        # No valid triplet: every loss term is exactly 0.
-        for name in ALL_METRICS:
+        # No valid triplet: every triplet term is exactly 0. C, pointwise, and the hashing
+        # player's gradient are 0 only where no item has labels.
+        pointwise = {"loss", "center_loss", "gradient_norm_hash"}
+        for name in ALL_METRICS - pointwise:
             if not name.startswith(("attended", "bit_balance")):
                 assert results[name] == 0.0, name
+        np.testing.assert_allclose(results["loss"], results["center_loss"], rtol=1e-6)
+        for name in pointwise:
+            assert (results[name] == 0.0) == (case == "no-labels"), name
     else:
         assert results["loss"] > 0.0
 
@@ -619,7 +627,8 @@ def _hashing_terms(**config):
 
 @WITH_AND_WITHOUT_ATTENTION
 def test_quantization_weight_adds_q_to_the_hashing_players_loss(overrides):
-    model, inputs, labels, outputs, terms = _hashing_terms(quantization_weight=0.5, **overrides)
+    model, inputs, labels, outputs, terms = _hashing_terms(quantization_weight=0.5,
+                                                           center_weight=0.0, **overrides)
     q = losses.quantization_loss(outputs["image_codes"], outputs["text_codes"])
     np.testing.assert_allclose(terms["quantization_loss"], float(q), rtol=1e-6)
     adversarial = terms.get("adversarial_loss", 0.0) * model.adversarial_weight
@@ -638,6 +647,7 @@ def test_quantization_weight_adds_q_to_the_hashing_players_loss(overrides):
 @WITH_AND_WITHOUT_ATTENTION
 def test_center_weight_adds_c_to_the_hashing_players_loss(overrides):
     model, inputs, labels, outputs, terms = _hashing_terms(center_weight=0.5, **overrides)
+    paper = dict(overrides, center_weight=0.0)
     centers = losses.hash_centers(labels.shape[-1], model.image_head.bits)
     c = losses.center_loss(outputs["image_codes"], outputs["text_codes"], labels, centers)
     assert float(c) > 0.0
@@ -650,10 +660,10 @@ def test_center_weight_adds_c_to_the_hashing_players_loss(overrides):
     # The attention player's objective does not see C.
     if "attention_objective" in train:
         objective = float(model.objective.attention_objective(outputs, labels))
-        plain_model = build_model(tiny_config(**overrides), IMAGE_SHAPE, TEXT_DIM)
+        plain_model = build_model(tiny_config(**paper), IMAGE_SHAPE, TEXT_DIM)
         assert np.isclose(objective, float(plain_model.objective.attention_objective(outputs,
                                                                                      labels)))
-    plain = build_model(tiny_config(**overrides), IMAGE_SHAPE, TEXT_DIM)
+    plain = build_model(tiny_config(**paper), IMAGE_SHAPE, TEXT_DIM)
     assert "center_loss" not in plain.compute_losses(plain(inputs), labels)
     assert "center_weight" not in plain.get_config()
     assert DAAH.from_config(model.get_config()).center_weight == 0.5
@@ -685,7 +695,8 @@ def test_binary_ranking_share_mixes_both_players_retrieval_loss(overrides):
 @pytest.mark.parametrize("side", ["t2i", "i2t"])
 def test_hash_adversarial_terms_keeps_one_term_of_l_adv_for_the_hashing_player(side):
     model, inputs, labels, outputs, terms = _hashing_terms(hash_adversarial_terms=side,
-                                                           adversarial_weight=0.5)
+                                                           adversarial_weight=0.5,
+                                                           center_weight=0.0)
     adversarial = losses.adversarial_loss(
         outputs["image_codes"], outputs["text_codes"], outputs["image_unattended_codes"],
         outputs["text_unattended_codes"], labels, model.margin, model.similarity)

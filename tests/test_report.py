@@ -102,7 +102,8 @@ def test_report_writes_mean_std_table_floor_and_pr_figure(smoke_report):
         for cell in row.strip("|").split("|")[1:]:
             assert cell.strip().endswith("/2)") and "±" in cell, row
     assert "![PR curves at 16 bits](report_pr.png)" in text
-    assert "--loss=dcmh --attention=none --center_weight=0 --seed=1" in text  # the cells' train commands
+    # the cells' train commands
+    assert "--loss=dcmh --attention=none --center_weight=0 --seed=1" in text
     for seed in (0, 1):
         assert (root / "runs" / "synthetic" / "daah_16bit" / f"seed{seed}" /
                 "linear_floor.json").exists()

@@ -92,11 +92,14 @@ def test_a_decay_outside_0_1_is_refused_naming_the_setting(decay):
 
 def _config(model_dir, decay, epochs):
     # One evaluation, after the last epoch (eval_every = epochs): the best checkpoint is the
-    # last epoch's, so it can be compared with the latest checkpoint of the same epoch.
+    # last epoch's, so it can be compared with the latest checkpoint of the same epoch. (That
+    # the resumed run's epoch 2 validates better than epoch 1 holds for this seeded run with
+    # the paper's text encoder and loss, which it pins; the defaults' centre term changes the
+    # first steps.)
     return RunConfig(
         data=DataConfig(synthetic_pairs=240, synthetic_classes=4, image_size=16, batch_size=32),
         model=ModelConfig(bits=16, cnn_filters=(4, 8), image_hidden_units=(16, 16),
-                          text_units=(16, 16)),
+                          text_units=(16, 16), text_linear_path=False, center_weight=0.0),
         train=TrainConfig(model_dir=str(model_dir), epochs=epochs, eval_every=epochs,
                           max_steps_per_epoch=3, weight_average_decay=decay, verbose=0))
 

@@ -33,7 +33,9 @@ def global_batch(outputs, labels):
             # without a device fails there ("destinations can not be empty").
             with tf.device(devices[0]):
                 value = tf.identity(value)
-        return context.all_gather(value, axis=0)
+        # all_gather forgets the static shape past the batch axis; the losses read it (the
+        # hash centres are built for L labels and q bits at trace time).
+        return tf.ensure_shape(context.all_gather(value, axis=0), [None, *value.shape[1:]])
 
     gathered = {name: gather(value) if name.endswith("codes") else value
                 for name, value in outputs.items()}

@@ -89,8 +89,8 @@ flags.DEFINE_list("text_units", [str(u) for u in _MODEL.text_units],
                   "Text encoder: the two dense layers.")
 flags.DEFINE_boolean("text_linear_path", _MODEL.text_linear_path,
                      "Text encoder: add a linear map of the bag of words to the two dense layers' "
-                     "features, f = MLP(x) + W x (not in the paper; measured on small sets in "
-                     "the README).")
+                     "features, f = MLP(x) + W x (not in the paper, whose encoder is "
+                     "--notext_linear_path; measured on every dataset in the README).")
 flags.DEFINE_float("dropout", _MODEL.dropout, "Dropout in the dense layers.",
                    lower_bound=0.0, upper_bound=0.9)
 flags.DEFINE_enum("attention", _MODEL.attention, ATTENTION_CHOICES,
@@ -145,7 +145,7 @@ flags.DEFINE_float("center_weight", _MODEL.center_weight,
                    "The hashing player's weight on C, the cross-entropy of the image and text "
                    "retrieval codes against a fixed binary code of their labels (hash centres: "
                    "Hadamard rows, or seeded random signs); every method has it, the ablations "
-                   "too (paper: no such term, 0).",
+                   "too (paper: no such term, 0; --loss=dcmh needs 0).",
                    lower_bound=0.0)
 flags.DEFINE_float("binary_ranking_share", _MODEL.binary_ranking_share,
                    "Share a of the ranking loss computed on the binary codes sign(H) with a "

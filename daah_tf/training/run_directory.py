@@ -101,7 +101,7 @@ def _changed_default_hint(old, new):
     """For settings whose default changed after runs were saved (`ABSENT_MEANS`): the flags
     that resume an older run as it was trained, since its flags.txt predates them."""
     flags = [_flag(key, old[part][key]) for part, keys in ABSENT_MEANS.items() for key in keys
-             if old[part][key] != new[part][key]]
+             if key in old.get(part, {}) and old[part][key] != new[part][key]]
     if not flags:
         return ""
     return (" A run made before these settings' defaults changed resumes with "

@@ -1,6 +1,7 @@
 """One-command training with a frozen pretrained backbone: the feature cache is computed on the
-first run, reused by reruns and by evaluate, invalidated when an image file changes, and the
-SavedModel still takes image bytes (the backbone in front of the trained heads)."""
+first run, reused by reruns and by evaluate, invalidated when an image file's bytes change (not
+when only its modification time does), and the SavedModel still takes image bytes (the backbone
+in front of the trained heads)."""
 
 import dataclasses
 import json
@@ -288,3 +289,146 @@ def test_a_rerun_that_finds_the_cache_trains_the_same_weights(run, tmp_path):
     assert first.keys() == second.keys()
     for name in first:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+
+
+# The cache key without a trained run: a stand-in backbone on a few small uncompressed pictures
+# (BMP: a pixel's bytes can change without the file's size changing).
+TINY_SIZE = 8
+
+
+class _MeanColour:
+    """A stand-in encoder: each image's mean colour as a 1x1x3 map (no weights, no Keras)."""
+
+    backbone = "efficientnet_lite0"
+    weights_source = "stand-in"
+    cnn_filters = ()
+
+    def compute_output_shape(self, shape):
+        return (shape[0], 1, 1, 3)
+
+    def __call__(self, images, training=False):
+        import tensorflow as tf
+
+        return tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+
+
+def _write_tiny_folder(root):
+    """Six 12x12 BMP photos of three colours, two per colour (one query, one train)."""
+    (root / "photos").mkdir(parents=True)
+    lines = []
+    for colour in ("red", "green", "blue"):
+        for index in range(2):
+            name = f"photos/{colour}{index}.bmp"
+            Image.new("RGB", (12, 12), COLOURS[colour]).save(root / name)
+            lines.append(json.dumps({"image": name, "text": f"a {colour} photo {index}",
+                                     "labels": [colour], "split": ("query", "train")[index]}))
+    (root / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """(folder of photos, cache root, cache(): (folder, built) of one run, builds: the number
+    of times the backbone was built, lines: what the runs printed)."""
+    from daah_tf.data import auto_cache
+    from daah_tf.data.folder import load_folder
+
+    data_dir, cache_root = tmp_path / "photos_folder", tmp_path / "caches"
+    _write_tiny_folder(data_dir)
+    builds, lines = [], []
+
+    def build():
+        builds.append(1)
+        return _MeanColour()
+
+    backbone = auto_cache.FrozenBackbone(identity="stand-in", build=build)
+    model = ModelConfig(image_backbone="efficientnet_lite0", image_weights="imagenet",
+                        freeze_backbone=True)
+
+    def cache():
+        return auto_cache.ensure_feature_cache(
+            load_folder(str(data_dir)), model, TINY_SIZE, backbone, cache_dir=str(cache_root),
+            data_dir=str(data_dir), batch_size=4, print_fn=lines.append, progress=False)
+
+    return data_dir, cache_root, cache, builds, lines
+
+
+def _touch_all(data_dir, seconds_later):
+    """New modification times, same bytes: what a copy without -p or a checkout does."""
+    for path in (data_dir / "photos").iterdir():
+        status = path.stat()
+        os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns + seconds_later * 10**9))
+
+
+def _aliases(cache_root):
+    return sorted((cache_root / ".aliases").glob("*.json"))
+
+
+def _checked_contents(lines):
+    return sum(line.startswith("Checking the contents of") for line in lines)
+
+
+def test_touched_image_files_reuse_the_cache_without_computing_it(tiny):
+    data_dir, cache_root, cache, builds, lines = tiny
+    folder, built = cache()
+    assert built and len(builds) == 1 and len(_aliases(cache_root)) == 1
+    _touch_all(data_dir, seconds_later=1000)
+    again, built = cache()
+    assert (again, built) == (folder, False) and len(builds) == 1
+    assert _checked_contents(lines) == 2  # the new stats had no alias: the files were hashed
+    assert "Checking the contents of 6 image files" in lines[-2]
+    assert len(_aliases(cache_root)) == 2  # ... and the new stats got one
+    lines.clear()
+    assert cache() == (folder, False)
+    assert _checked_contents(lines) == 0 and len(_cache_folders(cache_root)) == 1
+
+
+def test_new_bytes_of_the_same_size_give_a_new_cache(tiny):
+    data_dir, cache_root, cache, builds, _ = tiny
+    first, _ = cache()
+    photo = data_dir / "photos" / "red1.bmp"
+    size = photo.stat().st_size
+    Image.new("RGB", (12, 12), COLOURS["yellow"]).save(photo)
+    assert photo.stat().st_size == size
+    changed, built = cache()
+    assert built and changed != first and len(builds) == 2
+    assert len(_cache_folders(cache_root)) == 2  # the cache of the old bytes is kept
+    before = np.asarray(feature_cache.load_feature_cache(first).images, np.float32)
+    after = np.asarray(feature_cache.load_feature_cache(changed).images, np.float32)
+    moved = np.flatnonzero(np.abs(after - before).reshape(len(after), -1).max(axis=1) > 1)
+    assert [os.path.basename(p) for p in load_data_paths(data_dir)[moved]] == ["red1.bmp"]
+
+
+@pytest.mark.parametrize("alias", [b"{not json", b"[1, 2]", b'{"folder": 3}',
+                                   b'{"folder": "gone-efficientnet_lite0-8px-0"}',
+                                   b'{"folder": ".."}', b"\xff\xfe"])
+def test_a_corrupt_or_stale_alias_is_ignored(tiny, alias):
+    _, cache_root, cache, builds, lines = tiny
+    folder, _ = cache()
+    (alias_file,) = _aliases(cache_root)
+    alias_file.write_bytes(alias)
+    assert cache() == (folder, False) and len(builds) == 1
+    assert _checked_contents(lines) == 2  # found by hashing the files, as without an alias
+    assert json.loads(alias_file.read_text()) == {"folder": os.path.basename(folder)}
+
+
+def test_a_valid_alias_reads_no_image_file(tiny, monkeypatch):
+    from daah_tf.data import auto_cache
+
+    _, _, cache, builds, lines = tiny
+    folder, _ = cache()
+
+    def no_reading(path):
+        raise AssertionError(f"{path} was read although the alias is valid")
+
+    monkeypatch.setattr(auto_cache, "_file_sha256", no_reading)
+    assert cache() == (folder, False) and len(builds) == 1
+    assert _checked_contents(lines) == 1  # the first run only
+
+
+def test_an_unwritable_alias_folder_does_not_stop_the_run(tiny):
+    _, cache_root, cache, builds, lines = tiny
+    cache_root.mkdir()
+    (cache_root / ".aliases").write_text("a file where the alias folder would go")
+    folder, built = cache()
+    assert built and cache() == (folder, False) and len(builds) == 1
+    assert any("could not record the alias" in line for line in lines)

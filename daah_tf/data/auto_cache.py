@@ -6,11 +6,20 @@ temporary folder and renamed, so a cache is complete or absent) and every later 
 `evaluate` / `search`, read it back. The cache is found again by a key over everything its
 contents depend on:
 
-    the rows        each image path with its file size and modification time (a changed or
-                    replaced file gives a new key), the texts, the labels and label names
+    the rows        each image path with the sha256 of the file's bytes (a changed or replaced
+                    file gives a new key; a file whose modification time alone changed does
+                    not), pixel arrays by their bytes, the texts, the labels and label names
     the backbone    its name, its weights (for "imagenet": the converted weights file, whose
                     name carries the checkpoint's hash; for a FILE: its path, size and mtime)
     the images      the side S they are resized to, the cache format version
+
+Reading every image file on every run would cost seconds to minutes, so a run first looks for
+an alias: CACHE_ROOT/.aliases/<stat key>.json, the stat key being the same key with each image
+file's (path, size, modification time) in place of its bytes, names the folder that a run with
+exactly these file stats found or computed. A valid alias (its folder holds a manifest) is
+trusted without reading any image file; otherwise the files are hashed, the content-keyed
+folder is reused or computed, and the alias is written (atomically). An alias is only a
+shortcut: a stale or unreadable one is ignored, and deleting .aliases/ costs one hashing pass.
 
 The splits are not part of the key: a row's features do not depend on which split holds it, so
 runs that differ only in --seed (whose random protocol split differs on a folder without
@@ -33,14 +42,21 @@ from typing import NamedTuple
 
 import numpy as np
 
+from daah_tf.atomic import atomic_write_json
 from daah_tf.data import feature_cache
 from daah_tf.data.base import DatasetError, PairedDataset
 from daah_tf.user_cache import cache_dir as user_cache_dir
 
 CACHE_FOLDER = ".daah_cache"
+# Beside the caches in CACHE_ROOT: <stat key>.json -> the folder those file stats lead to.
+ALIAS_FOLDER = ".aliases"
 # Part of the key: bump when what a cache holds changes for the same inputs. 2: the splits
-# left the key (version-1 caches were one per random split, i.e. one per seed).
-KEY_VERSION = 2
+# left the key (version-1 caches were one per random split, i.e. one per seed). 3: image files
+# are keyed by their bytes instead of their size and modification time (caches of version 2
+# are computed once more, then found by content).
+KEY_VERSION = 3
+# Bytes read at a time when hashing an image file: bounded memory for any file size.
+_HASH_CHUNK_BYTES = 1 << 20
 
 
 def is_cached_run(data: PairedDataset, model_config, feature_cache_dir=""):
@@ -62,14 +78,41 @@ class FrozenBackbone(NamedTuple):
     build: Callable
 
 
-def _rows_digest(data: PairedDataset):
-    """sha256 over every row's content: image files by (path, size, mtime), pixel arrays by
-    their bytes, texts, labels and label names (not the splits: see the module docstring)."""
+def _file_sha256(path):
+    """The hex sha256 of the bytes of the file at `path`, read a chunk at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(_HASH_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_stat(path):
+    """What the stat key knows of a file: its size and modification time (no bytes read)."""
+    status = os.stat(path)
+    return f"{status.st_size}\0{status.st_mtime_ns}"
+
+
+def _image_files_digest(paths, describe):
+    """sha256 over every row's (path, describe(path)); a file that several rows share is
+    described once."""
+    digest = hashlib.sha256()
+    described = {}
+    for path in paths:
+        if path not in described:
+            described[path] = describe(path)
+        digest.update(f"{path}\0{described[path]}\n".encode())
+    return digest.hexdigest()
+
+
+def _rows_digest(data: PairedDataset, by_contents=True):
+    """sha256 over every row: image files by path and the sha256 of their bytes (by_contents)
+    or by path, size and mtime (the stat key), pixel arrays by their bytes, texts, labels and
+    label names (not the splits: see the module docstring)."""
     digest = hashlib.sha256()
     if data.image_kind == "paths":
-        for path in data.images:
-            status = os.stat(path)
-            digest.update(f"{path}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+        describe = _file_sha256 if by_contents else _file_stat
+        digest.update(_image_files_digest(data.images, describe).encode())
     else:
         digest.update(np.ascontiguousarray(data.images).tobytes())
     if data.text_kind == "raw":
@@ -82,18 +125,21 @@ def _rows_digest(data: PairedDataset):
     return digest.hexdigest()
 
 
-def cache_key(data: PairedDataset, model_config, image_size, weights_identity):
+def cache_key(data: PairedDataset, model_config, image_size, weights_identity, by_contents=True):
     """The hex sha256 naming the cache of these rows through this backbone at this size
-    (weights_identity: FrozenBackbone.identity)."""
+    (weights_identity: FrozenBackbone.identity). by_contents=False gives the stat key, which
+    names an alias and reads no image file."""
     parts = {
         "version": KEY_VERSION,
         "format_version": feature_cache.FORMAT_VERSION,
         "dataset": data.name,
-        "rows": _rows_digest(data),
+        "rows": _rows_digest(data, by_contents),
         "backbone": model_config.image_backbone,
         "weights": weights_identity,
         "image_size": int(image_size),
     }
+    if not by_contents:
+        parts["images_by"] = "stat"  # a stat key never equals a content key
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -114,12 +160,75 @@ def cache_root(cache_dir, data_dir):
     return os.path.join(user_cache_dir(), "features")
 
 
-def cache_path(data: PairedDataset, model_config, image_size, weights_identity, cache_dir="",
-               data_dir=""):
-    """The folder of this run's cache (it may not exist yet)."""
+def _is_complete(folder):
+    """A folder with a manifest is a complete cache (the manifest is written last)."""
+    return os.path.isfile(os.path.join(folder, feature_cache.MANIFEST_FILE))
+
+
+def _alias_path(root, stat_key):
+    return os.path.join(root, ALIAS_FOLDER, f"{stat_key}.json")
+
+
+def _read_alias(root, stat_key):
+    """The complete cache folder the alias of `stat_key` names, or None: a missing, unreadable
+    or stale alias (its folder gone or incomplete) only means the files are hashed again."""
+    try:
+        with open(_alias_path(root, stat_key), encoding="utf-8") as stream:
+            name = json.load(stream)["folder"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    # Only a folder name directly in the root: an alias never leads elsewhere.
+    if not isinstance(name, str) or name in ("", ".", "..") or os.path.basename(name) != name:
+        return None
+    folder = os.path.join(root, name)
+    return folder if _is_complete(folder) else None
+
+
+def _write_alias(root, stat_key, folder, print_fn):
+    """Records that these file stats lead to `folder`. Best effort: the alias only saves
+    hashing the files next time, so a root the run cannot write (a shared read-only cache)
+    must not stop it."""
+    try:
+        atomic_write_json(_alias_path(root, stat_key), {"folder": os.path.basename(folder)})
+    except OSError as error:
+        print_fn(f"  (could not record the alias of {folder}: {error}; the next run hashes "
+                 f"the image files again)")
+
+
+class _Location(NamedTuple):
+    """Where a run's cache is: its folder, and the stat key whose alias should name it (None
+    when the folder was found through that alias, or the images are not files)."""
+
+    folder: str
+    alias_to_write: str | None
+
+
+def _locate(data: PairedDataset, model_config, image_size, weights_identity, root, print_fn):
+    """The cache folder of this run in `root`: through the stat alias when it is valid (no
+    image file read), else by the content key (every image file hashed)."""
+    stat_key = None
+    if data.image_kind == "paths":
+        # The stats are taken before the bytes are read: a file rewritten in between gets a
+        # new modification time, so the alias written for the old stats is never used for it.
+        stat_key = cache_key(data, model_config, image_size, weights_identity, by_contents=False)
+        aliased = _read_alias(root, stat_key)
+        if aliased is not None:
+            return _Location(aliased, None)
+        print_fn(f"Checking the contents of {len(set(data.images))} image files (new or "
+                 f"changed modification times) ...")
     key = cache_key(data, model_config, image_size, weights_identity)
     name = f"{data.name}-{model_config.image_backbone}-{int(image_size)}px-{key[:16]}"
-    return os.path.join(cache_root(cache_dir, data_dir), name)
+    return _Location(os.path.join(root, name), stat_key)
+
+
+def cache_path(data: PairedDataset, model_config, image_size, weights_identity, cache_dir="",
+               data_dir="", print_fn=print):
+    """The folder of this run's cache (it may not exist yet); found through the alias of the
+    image files' stats when that names a complete cache, else by hashing their contents (after
+    a "Checking the contents ..." line to print_fn). Writes no alias (ensure_feature_cache
+    does, once the folder is complete)."""
+    root = cache_root(cache_dir, data_dir)
+    return _locate(data, model_config, image_size, weights_identity, root, print_fn).folder
 
 
 def _progress_bar(total, print_fn):
@@ -146,15 +255,19 @@ def ensure_feature_cache(data: PairedDataset, model_config, image_size, backbone
         backbone: the `FrozenBackbone` of model_config at S.
         cache_dir, data_dir: see `cache_root`.
         batch_size: images per forward pass while caching.
-        print_fn: where "Caching ..." / "Reusing ..." lines go.
+        print_fn: where "Checking the contents ...", "Caching ..." / "Reusing ..." lines go.
         progress: draw a progress bar while caching.
 
     Returns:
         (folder, built): built is True when this call computed the cache.
     """
-    folder = cache_path(data, model_config, image_size, backbone.identity, cache_dir, data_dir)
-    if os.path.isfile(os.path.join(folder, feature_cache.MANIFEST_FILE)):
+    root = cache_root(cache_dir, data_dir)
+    folder, alias_to_write = _locate(data, model_config, image_size, backbone.identity, root,
+                                     print_fn)
+    if _is_complete(folder):
         print_fn(f"Reusing the feature cache {folder}")
+        if alias_to_write:
+            _write_alias(root, alias_to_write, folder, print_fn)
         return folder, False
     if model_config.image_weights in (None, "none"):
         raise ValueError("a frozen backbone with random weights (--image_weights=none) gives "
@@ -171,8 +284,10 @@ def ensure_feature_cache(data: PairedDataset, model_config, image_size, backbone
             progress=report)
     except OSError:
         # Another run finished the same cache first: its rename won; use its folder.
-        if not os.path.isfile(os.path.join(folder, feature_cache.MANIFEST_FILE)):
+        if not _is_complete(folder):
             raise
+    if alias_to_write:
+        _write_alias(root, alias_to_write, folder, print_fn)
     return folder, True
 
 

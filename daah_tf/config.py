@@ -237,6 +237,7 @@ class ModelConfig:
     quantization_weight: float = 0.0  # the hashing player's weight on Q (paper: no such term)
     binary_ranking_share: float = 0.0  # share of L_ret on sign(H), straight-through (paper: 0)
     center_weight: float = 1.0  # the hashing player's weight on the hash-centre term C (paper: 0)
+    attention_area_weight: float = 0.0  # the attention player's cost on the image mask's share
     retrieval_view: str = "gated"  # | "attended" (the paper's H = D(Z * f)) | "whole" | "residual"
     text_retrieval_view: str = "same"  # the text codes' view; "same": retrieval_view
     # A frozen backbone on pictures: features are cached on the first run, heads train on them.

@@ -147,6 +147,12 @@ flags.DEFINE_float("center_weight", _MODEL.center_weight,
                    "Hadamard rows, or seeded random signs); every method has it, the ablations "
                    "too (paper: no such term, 0; --loss=dcmh needs 0).",
                    lower_bound=0.0)
+flags.DEFINE_float("attention_area_weight", _MODEL.attention_area_weight,
+                   "The attention player's cost beta on the attended share A of the image "
+                   "feature map: it maximises its objective minus beta * A, so the eraser keeps "
+                   "the positions that hide the evidence and drops those near them. Feature "
+                   "maps only (a vector's dimensions pay nothing); the ablations have no "
+                   "attention player (paper: no such cost, 0).", lower_bound=0.0)
 flags.DEFINE_float("binary_ranking_share", _MODEL.binary_ranking_share,
                    "Share a of the ranking loss computed on the binary codes sign(H) with a "
                    "straight-through gradient: L_ret = (1 - a) L_ret(H) + a L_ret(sign(H)), so "
@@ -312,6 +318,7 @@ def config_from_flags():
         quantization_weight=FLAGS.quantization_weight,
         binary_ranking_share=FLAGS.binary_ranking_share,
         center_weight=FLAGS.center_weight,
+        attention_area_weight=FLAGS.attention_area_weight,
         freeze_backbone=_freeze(FLAGS.freeze_backbone, FLAGS.image_backbone,
                                 FLAGS.image_weights),
     )

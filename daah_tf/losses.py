@@ -18,6 +18,9 @@ outputs H in (-1, 1)^q; ||.|| is the Euclidean distance between codes; eps is th
     (not in the paper) C = per-bit cross-entropy of (1 + H) / 2 against the label's hash
             centre (1 + c) / 2, `center_loss` with `hash_centers`; the hashing player
             minimises F + lambda_c C with `--center_weight` lambda_c > 0
+    (not in the paper) A = mean over images of |Z^I| / (H W), the attended share of the image
+            feature map, `attention_area`; the attention player maximises its objective
+            minus beta A with `--attention_area_weight` beta > 0 (feature maps only)
 
 The paper writes a sum over triplets; we take the mean over the valid ones so that the loss scale
 does not depend on the batch size or the label density (the margin keeps its meaning). All
@@ -282,6 +285,26 @@ def center_loss(image_codes, text_codes, labels, centers):
         entropy = -(positive * tf.math.log(p) + (1.0 - positive) * tf.math.log(1.0 - p))
         total += tf.reduce_sum(weights * entropy) / count
     return total
+
+
+def attention_area(mask):
+    """A, the attended share of each image's feature map, averaged over the batch (not in the
+    paper; the attention player's `--attention_area_weight` cost):
+
+        A = mean over i of (1 / (H W)) sum over positions (h, w) of Z^I_ihw
+
+    Its gradient reaches the attention scores through the mask's straight-through estimator.
+    Through the softmax, lowering A raises the scores of the positions far above the threshold
+    and lowers those near it: the mask keeps its strongest positions and drops the marginal
+    ones (the eraser's border cells around an object).
+
+    Args:
+        mask: (B, H, W) image attention mask Z^I in {0, 1}.
+
+    Returns:
+        Scalar float32 in [0, 1].
+    """
+    return tf.reduce_mean(tf.cast(mask, tf.float32))
 
 
 def straight_through_sign(codes):

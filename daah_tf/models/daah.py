@@ -89,6 +89,8 @@ class DAAH(keras.Model):
             always plays both (`objectives.DAAHObjective`).
         center_weight: lambda_c, the hashing player's weight on the hash-centre term C
             (`losses.center_loss`; the paper's: 0, no such term).
+        attention_area_weight: beta, the attention player's cost on the attended share of the
+            image feature map (`losses.attention_area`; the paper's: 0, no such cost).
         **kwargs: standard Model arguments.
 
     The README's "Deviations from the paper" measures each non-paper default.
@@ -106,7 +108,8 @@ class DAAH(keras.Model):
                  dcmh_weights=(1.0, 1.0), attention_objective="adversarial_retrieval",
                  retrieval_view="attended", adversarial_weight=1.0, text_retrieval_view=None,
                  quantization_weight=0.0, binary_ranking_share=0.0,
-                 hash_adversarial_terms="both", center_weight=0.0, **kwargs):
+                 hash_adversarial_terms="both", center_weight=0.0, attention_area_weight=0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         for name, value, allowed in (
             ("retrieval_view", retrieval_view, RETRIEVAL_VIEWS),
@@ -150,12 +153,13 @@ class DAAH(keras.Model):
         self.binary_ranking_share = float(binary_ranking_share)
         self.hash_adversarial_terms = hash_adversarial_terms
         self.center_weight = float(center_weight)
+        self.attention_area_weight = float(attention_area_weight)
         # What the players optimise (a plain object: nothing of it is saved).
         self.objective = build_objective(
             loss, self.margin, similarity, image_attention is not None, self.adversarial,
             self.adversarial_weight, attention_gradient, attention_objective, self.dcmh_weights,
             self.quantization_weight, self.binary_ranking_share, hash_adversarial_terms,
-            self.center_weight)
+            self.center_weight, self.attention_area_weight)
         self.hash_optimizer = None
         self.attention_optimizer = None
         self.on_nonfinite = "stop"
@@ -464,6 +468,8 @@ class DAAH(keras.Model):
             config["hash_adversarial_terms"] = self.hash_adversarial_terms
         if self.center_weight:
             config["center_weight"] = self.center_weight
+        if self.attention_area_weight:
+            config["attention_area_weight"] = self.attention_area_weight
         return config
 
     @classmethod

@@ -68,6 +68,7 @@ def build_model(config: ModelConfig, image_shape, text_dim):
         quantization_weight=config.quantization_weight,
         binary_ranking_share=config.binary_ranking_share,
         center_weight=config.center_weight,
+        attention_area_weight=config.attention_area_weight,
         name="daah",
     )
     model.build({"image": image_input, "text": (None, int(text_dim))})

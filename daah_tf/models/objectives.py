@@ -46,11 +46,15 @@ class DAAHObjective:
         center_weight: lambda_c, the hashing player's weight on C, the cross-entropy against
             the labels' hash centres (`losses.center_loss`; 0: the paper's F, and no
             "center_loss" term). Every method has it, like Q.
+        attention_area_weight: beta, the attention player's cost on A, the attended share of
+            the image feature map (`losses.attention_area`; 0: the paper's game). Only image
+            masks over (H, W) positions pay it: a vector's dimensions are not places.
     """
 
     def __init__(self, margin, similarity, attention, adversarial, adversarial_weight,
                  attention_gradient, attention_objective, quantization_weight=0.0,
-                 binary_ranking_share=0.0, hash_adversarial_terms="both", center_weight=0.0):
+                 binary_ranking_share=0.0, hash_adversarial_terms="both", center_weight=0.0,
+                 attention_area_weight=0.0):
         self.margin = margin
         self.similarity = similarity
         self.attention = attention
@@ -62,6 +66,7 @@ class DAAHObjective:
         self.binary_ranking_share = float(binary_ranking_share)
         self.hash_adversarial_terms = hash_adversarial_terms
         self.center_weight = float(center_weight)
+        self.attention_area_weight = float(attention_area_weight)
 
     def retrieval_terms(self, outputs, labels):
         """Eq. 2, L_ret over the attended codes (with its binary share, if any): {"t2i", "i2t",
@@ -146,7 +151,8 @@ class DAAHObjective:
         """The attention player's objective (maximised), a scalar float32: Eq. 3's L_adv, minus
         Eq. 2's L_ret over the attended codes with attention_objective="adversarial_retrieval"
         (the attention then answers for the retrieval codes it feeds, instead of only for what
-        it hides).
+        it hides), minus beta A with an area weight and an image feature map (the smallest
+        mask that hides the evidence, not every position near it).
 
         adversarial: the attention player's `adversarial_terms` if already computed.
         """
@@ -155,6 +161,9 @@ class DAAHObjective:
         objective = adversarial["total"]
         if self.attention_objective_kind == "adversarial_retrieval":
             objective = objective - self.retrieval_terms(outputs, labels)["total"]
+        image_mask = outputs["image_mask"]
+        if self.attention_area_weight and image_mask.shape.rank == 3:
+            objective = objective - self.attention_area_weight * losses.attention_area(image_mask)
         return objective
 
 
@@ -182,11 +191,13 @@ class DCMHObjective:
 def build_objective(loss, margin, similarity, attention, adversarial, adversarial_weight,
                     attention_gradient, attention_objective, dcmh_weights,
                     quantization_weight=0.0, binary_ranking_share=0.0,
-                    hash_adversarial_terms="both", center_weight=0.0):
+                    hash_adversarial_terms="both", center_weight=0.0,
+                    attention_area_weight=0.0):
     """The objective of `--loss` ("daah" or "dcmh"); the other arguments as `DAAHObjective`'s
     and `DCMHObjective`'s (DCMH has its own quantization term and weight)."""
     if loss == "dcmh":
         return DCMHObjective(dcmh_weights)
     return DAAHObjective(margin, similarity, attention, adversarial, adversarial_weight,
                          attention_gradient, attention_objective, quantization_weight,
-                         binary_ranking_share, hash_adversarial_terms, center_weight)
+                         binary_ranking_share, hash_adversarial_terms, center_weight,
+                         attention_area_weight)

@@ -668,6 +668,40 @@ def test_center_weight_adds_c_to_the_hashing_players_loss(overrides):
     assert "center_weight" not in plain.get_config()
     assert DAAH.from_config(model.get_config()).center_weight == 0.5
 
+def test_attention_area_weight_charges_the_attention_player_for_the_image_maps_share():
+    model, inputs, labels, outputs, terms = _hashing_terms(attention_area_weight=0.5)
+    paper = build_model(tiny_config(attention_area_weight=0.0), IMAGE_SHAPE, TEXT_DIM)
+    share = float(np.mean(outputs["image_mask"].numpy()))
+    assert outputs["image_mask"].shape.rank == 3 and 0.0 < share < 1.0
+    np.testing.assert_allclose(
+        float(model.objective.attention_objective(outputs, labels)),
+        float(paper.objective.attention_objective(outputs, labels)) - 0.5 * share, rtol=1e-5)
+    # The hashing player's loss does not see it.
+    paper_terms = paper.objective.hash_terms(outputs, labels)
+    np.testing.assert_allclose(terms["loss"], float(paper_terms["loss"]), rtol=1e-6)
+    # Its gradient reaches the image attention's scores through the straight-through mask.
+    with tf.GradientTape() as tape:
+        area = losses.attention_area(model(inputs, training=True)["image_mask"])
+    gradients = tape.gradient(area, model.image_attention.trainable_variables)
+    assert any(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in gradients)
+    assert np.isfinite(as_floats(model.train_step((inputs, labels)))["attention_objective"])
+    assert DAAH.from_config(model.get_config()).attention_area_weight == 0.5
+    assert "attention_area_weight" not in paper.get_config()  # older configs keep their form
+
+
+def test_attention_area_weight_leaves_vector_masks_alone():
+    # Wiki-like inputs: the image is a feature vector, whose dimensions are not places.
+    config = tiny_config(image_backbone="precomputed", attention_area_weight=0.5)
+    model = build_model(config, (12,), TEXT_DIM)
+    paper = build_model(tiny_config(image_backbone="precomputed"), (12,), TEXT_DIM)
+    inputs, labels = make_batch(image_shape=(12,))
+    outputs = model(inputs, training=True)
+    assert outputs["image_mask"].shape.rank == 2
+    np.testing.assert_allclose(float(model.objective.attention_objective(outputs, labels)),
+                               float(paper.objective.attention_objective(outputs, labels)),
+                               rtol=1e-6)
+
+
 @WITH_AND_WITHOUT_ATTENTION
 def test_binary_ranking_share_mixes_both_players_retrieval_loss(overrides):
     model, inputs, labels, outputs, terms = _hashing_terms(binary_ranking_share=0.25,

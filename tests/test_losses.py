@@ -570,3 +570,14 @@ def test_scaled_margin_asks_the_same_code_size_at_every_length(bits):
         assert (got == 0.0) == met
     with pytest.raises(ValueError, match="margin scaling"):
         losses.scaled_margin(1.0, bits, "linear")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_attention_area_matches_numpy_loop(seed):
+    rng = np.random.default_rng(seed)
+    mask = (rng.random((5, 3, 4)) < 0.3).astype(np.float32)
+    shares = []
+    for image in mask:  # (1 / (H W)) sum over positions, per image
+        shares.append(sum(image[h, w] for h in range(3) for w in range(4)) / 12.0)
+    np.testing.assert_allclose(float(losses.attention_area(mask)), np.mean(shares), rtol=1e-6)
+    assert losses.attention_area(tf.constant(mask, tf.float16)).dtype == tf.float32

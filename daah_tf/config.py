@@ -231,6 +231,7 @@ class ModelConfig:
     update: str = "alternating"
     image_head_pooling: str = "flatten"  # "flatten" (VGG fc6) | "average"
     mask_estimator: str = "logit"  # "logit" | "probability" (the literal reading)
+    standardize_attention_scores: bool = False  # scores -> mean 0, std 1 before the softmax
     attention_objective: str = "adversarial_retrieval"  # | "adversarial" (the paper's game)
     adversarial_weight: float = 0.1  # the hashing player's weight on L_adv (the paper's: 1)
     hash_adversarial_terms: str = "both"  # the hashing player's terms of L_adv (paper: both)

@@ -126,6 +126,10 @@ flags.DEFINE_enum("image_head_pooling", _MODEL.image_head_pooling, IMAGE_HEAD_PO
 flags.DEFINE_enum("mask_estimator", _MODEL.mask_estimator, MASK_ESTIMATORS,
                   "Where the attention threshold's straight-through gradient sits: on the "
                   "margin log(nP) (logit) or on P (probability, the literal reading).")
+flags.DEFINE_bool("standardize_attention_scores", _MODEL.standardize_attention_scores,
+                  "Standardize each attention's scores (mean 0, standard deviation 1 over the "
+                  "positions or dimensions) before the softmax, so that the mask's share "
+                  "follows the shape of the scores, not their scale (paper: false).")
 flags.DEFINE_enum("attention_objective", _MODEL.attention_objective, ATTENTION_OBJECTIVES,
                   "What the attention player maximises: L_adv - L_ret (adversarial_retrieval) "
                   "or L_adv alone (adversarial, the paper's game).")
@@ -318,6 +322,7 @@ def config_from_flags():
         quantization_weight=FLAGS.quantization_weight,
         binary_ranking_share=FLAGS.binary_ranking_share,
         center_weight=FLAGS.center_weight,
+        standardize_attention_scores=FLAGS.standardize_attention_scores,
         attention_area_weight=FLAGS.attention_area_weight,
         freeze_backbone=_freeze(FLAGS.freeze_backbone, FLAGS.image_backbone,
                                 FLAGS.image_weights),

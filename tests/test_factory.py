@@ -75,3 +75,14 @@ def test_text_linear_path_reaches_the_text_encoder_as_a_hashing_player_weight():
 def test_the_hash_centre_term_is_on_by_default_and_can_be_turned_off():
     assert build_model(_tiny_config(), (8, 8, 3), text_dim=9).center_weight == 1.0
     assert build_model(_tiny_config(center_weight=0.0), (8, 8, 3), text_dim=9).center_weight == 0
+
+
+@pytest.mark.parametrize("backbone, image_shape", [("small_cnn", (8, 8, 3)),
+                                                   ("precomputed", (12,))])
+def test_standardize_attention_scores_reaches_both_attentions(backbone, image_shape):
+    config = _tiny_config(image_backbone=backbone, standardize_attention_scores=True)
+    model = build_model(config, image_shape, text_dim=9)
+    assert model.image_attention.standardize_scores and model.text_attention.standardize_scores
+    plain = build_model(_tiny_config(image_backbone=backbone), image_shape, text_dim=9)
+    assert not plain.image_attention.standardize_scores
+    assert not plain.text_attention.standardize_scores

@@ -37,6 +37,10 @@ LAYERS = [
     pytest.param(
         lambda: VectorAttention(detach_features=False), (2, 6), (2, 6), id="vector"
     ),
+    pytest.param(lambda: SpatialAttention(standardize_scores=True), (2, 4, 4, 3), (2, 4, 4, 3),
+                 id="spatial-standardized"),
+    pytest.param(lambda: VectorAttention(standardize_scores=True), (2, 6), (2, 6),
+                 id="vector-standardized"),
     pytest.param(
         lambda: ImageHashHead(4, hidden_units=(8, 6), dropout=0.1), (2, 3, 3, 5), (2, 4),
         id="image-head-4d",

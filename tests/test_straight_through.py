@@ -129,3 +129,24 @@ def test_straight_through_keeps_dtype_and_gives_alpha_no_gradient():
     grad_p, grad_alpha = tape.gradient(objective, [probabilities, alpha])
     np.testing.assert_array_equal(grad_p.numpy(), [[1, 2, 3]])
     assert grad_alpha is None or float(grad_alpha) == 0.0
+
+
+@pytest.mark.parametrize("estimator", ["logit", "probability"])
+def test_standardized_scores_give_the_threshold_of_the_standardized_softmax(estimator):
+    logits = np.random.default_rng(3).normal(size=(4, 7)).astype(np.float32) * 5 + 2
+    mask = attention_mask(tf.constant(logits), estimator, standardize=True).numpy()
+    scores = logits.astype(np.float64)
+    standard = (scores - scores.mean(-1, keepdims=True)) / scores.std(-1, keepdims=True)
+    np.testing.assert_array_equal(mask, (_softmax(standard) >= 1.0 / 7).astype(np.float32))
+    # Neither the scale nor the offset of the scores moves the mask.
+    rescaled = attention_mask(tf.constant(logits * 40.0 - 3.0), estimator, standardize=True)
+    np.testing.assert_array_equal(rescaled.numpy(), mask)
+
+
+def test_standardized_scores_have_a_finite_gradient_even_when_all_equal():
+    x = tf.constant(np.full((2, 5), 0.7, np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        mask = attention_mask(x, "logit", standardize=True)
+    gradient = tape.gradient(mask, x, output_gradients=tf.ones_like(x))
+    assert np.all(mask.numpy() == 1.0) and np.all(np.isfinite(gradient.numpy()))

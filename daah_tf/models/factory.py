@@ -11,10 +11,10 @@ from daah_tf.models.text_hash_head import TextHashHead
 from daah_tf.models.vector_attention import VectorAttention
 
 
-def attention_for(feature_shape, estimator="logit"):
+def attention_for(feature_shape, estimator="logit", standardize_scores=False):
     """SpatialAttention for (B, H, W, C) features, VectorAttention for (B, d)."""
     kind = SpatialAttention if len(feature_shape) == 4 else VectorAttention
-    return kind(estimator=estimator)
+    return kind(estimator=estimator, standardize_scores=standardize_scores)
 
 
 def build_model(config: ModelConfig, image_shape, text_dim):
@@ -43,9 +43,12 @@ def build_model(config: ModelConfig, image_shape, text_dim):
     model = DAAH(
         image_encoder=image_encoder,
         text_encoder=text_encoder,
-        image_attention=(attention_for(feature_shape, config.mask_estimator)
+        image_attention=(attention_for(feature_shape, config.mask_estimator,
+                                       config.standardize_attention_scores)
                          if with_attention else None),
-        text_attention=VectorAttention(estimator=config.mask_estimator) if with_attention else None,
+        text_attention=(VectorAttention(estimator=config.mask_estimator,
+                                        standardize_scores=config.standardize_attention_scores)
+                        if with_attention else None),
         image_head=ImageHashHead(
             config.bits, hidden_units=config.image_hidden_units, dropout=config.dropout,
             pooling=config.image_head_pooling,

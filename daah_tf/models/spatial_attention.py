@@ -20,6 +20,8 @@ class SpatialAttention(keras.layers.Layer):
             the attended and unattended codes.
         estimator: where the threshold's straight-through gradient sits: "logit" (default) or
             "probability" (the literal reading); see `straight_through.attention_mask`.
+        standardize_scores: standardize the scores over the positions before the softmax
+            (not in the paper; see `straight_through.attention_mask`).
         **kwargs: standard Layer arguments.
 
     Call: features (B, H, W, C) -> (attended (B, H, W, C), unattended (B, H, W, C),
@@ -29,10 +31,12 @@ class SpatialAttention(keras.layers.Layer):
     is a straight-through estimator (see `straight_through_threshold`).
     """
 
-    def __init__(self, detach_features=True, estimator="logit", **kwargs):
+    def __init__(self, detach_features=True, estimator="logit", standardize_scores=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.detach_features = bool(detach_features)
         self.estimator = estimator
+        self.standardize_scores = bool(standardize_scores)
 
     def build(self, input_shape):
         if len(input_shape) != 4:
@@ -48,7 +52,8 @@ class SpatialAttention(keras.layers.Layer):
         logits = tf.cast(self.score(scored)[..., 0], tf.float32)  # (B, H, W); softmax in fp32
         shape = tf.shape(logits)
         positions = shape[1] * shape[2]
-        flat_mask = attention_mask(tf.reshape(logits, (shape[0], positions)), self.estimator)
+        flat_mask = attention_mask(tf.reshape(logits, (shape[0], positions)), self.estimator,
+                                   self.standardize_scores)
         mask = tf.reshape(flat_mask, shape)
         channel_mask = tf.cast(mask[..., None], features.dtype)
         return channel_mask * features, (1.0 - channel_mask) * features, mask
@@ -59,4 +64,6 @@ class SpatialAttention(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(detach_features=self.detach_features, estimator=self.estimator)
+        if self.standardize_scores:  # written only when set: older configs keep their form
+            config["standardize_scores"] = True
         return config

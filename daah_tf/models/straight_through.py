@@ -37,7 +37,15 @@ def straight_through_threshold(probabilities, alpha):
     return mask, grad
 
 
-def attention_mask(logits, estimator="logit"):
+def standardized(logits):
+    """(B, n) scores -> (B, n) scores with mean 0 and standard deviation 1 over the last axis
+    (not in the paper; `--standardize_attention_scores`). The gradient flows through the mean
+    and the deviation, so nothing the player learns can change the scale of the scores."""
+    mean, variance = tf.nn.moments(logits, axes=[-1], keepdims=True)
+    return (logits - mean) * tf.math.rsqrt(variance + 1e-6)
+
+
+def attention_mask(logits, estimator="logit", standardize=False):
     """Z = 1[P >= 1/n] with P = softmax(logits) over the last axis (docs/design.md, attention G).
 
     Both estimators give the same forward mask; they differ in the gradient that reaches the
@@ -50,9 +58,16 @@ def attention_mask(logits, estimator="logit"):
         is >= 0 exactly when P >= 1/n, with a unit window |s| <= 1: each entry's gradient moves
         its own margin, whatever the scale.
 
+    With `standardize`, P = softmax of the `standardized` scores: the softmax then has a fixed
+    temperature, and the share of entries above 1/n depends on the shape of the scores only,
+    not on a scale that every straight-through gradient through the softmax keeps sharpening
+    (measured: the text mask's share falls from 29% to 10% over 40 epochs on fashion-9k
+    without it).
+
     Args:
         logits: (B, n) float32 attention scores M.
         estimator: "logit" or "probability".
+        standardize: whether to standardize M over the n entries first.
 
     Returns:
         (B, n) float32 mask in {0, 1}.
@@ -60,6 +75,8 @@ def attention_mask(logits, estimator="logit"):
     if estimator not in MASK_ESTIMATORS:
         raise ValueError(f"mask estimator must be one of {MASK_ESTIMATORS}, got {estimator!r}")
     n = tf.cast(tf.shape(logits)[-1], logits.dtype)
+    if standardize:
+        logits = standardized(logits)
     if estimator == "probability":
         return straight_through_threshold(tf.nn.softmax(logits, axis=-1), 1.0 / n)
     return straight_through_threshold(tf.nn.log_softmax(logits, axis=-1) + tf.math.log(n), 0.0)

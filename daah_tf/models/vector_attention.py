@@ -18,6 +18,8 @@ class VectorAttention(keras.layers.Layer):
             `SpatialAttention`).
         estimator: where the threshold's straight-through gradient sits: "logit" (default) or
             "probability" (the literal reading); see `straight_through.attention_mask`.
+        standardize_scores: standardize the scores over the positions before the softmax
+            (not in the paper; see `straight_through.attention_mask`).
         **kwargs: standard Layer arguments.
 
     Call: features (B, d) -> (attended (B, d), unattended (B, d), mask (B, d) in {0, 1}).
@@ -25,10 +27,12 @@ class VectorAttention(keras.layers.Layer):
     Reference: Zhang, Lai, Feng, ECCV 2018, Sec. 3 (attention module).
     """
 
-    def __init__(self, detach_features=True, estimator="logit", **kwargs):
+    def __init__(self, detach_features=True, estimator="logit", standardize_scores=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.detach_features = bool(detach_features)
         self.estimator = estimator
+        self.standardize_scores = bool(standardize_scores)
 
     def build(self, input_shape):
         if len(input_shape) != 2:
@@ -41,7 +45,8 @@ class VectorAttention(keras.layers.Layer):
 
     def call(self, features):
         scored = tf.stop_gradient(features) if self.detach_features else features
-        mask = attention_mask(tf.cast(self.score(scored), tf.float32), self.estimator)
+        mask = attention_mask(tf.cast(self.score(scored), tf.float32), self.estimator,
+                              self.standardize_scores)
         typed_mask = tf.cast(mask, features.dtype)
         return typed_mask * features, (1.0 - typed_mask) * features, mask
 
@@ -51,4 +56,6 @@ class VectorAttention(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(detach_features=self.detach_features, estimator=self.estimator)
+        if self.standardize_scores:  # written only when set: older configs keep their form
+            config["standardize_scores"] = True
         return config

@@ -35,6 +35,8 @@ SIMILARITY_KINDS = ("binary", "count", "cosine")
 UPDATE_MODES = ("alternating", "simultaneous")
 IMAGE_HEAD_POOLINGS = ("flatten", "average")
 MASK_ESTIMATORS = ("logit", "probability")
+# Which attentions standardize their scores when standardize_attention_scores is on.
+STANDARDIZED_MODALITIES = ("both", "image", "text")
 ATTENTION_OBJECTIVES = ("adversarial_retrieval", "adversarial")
 # Which terms of Eq. 3 the hashing player minimises: both (the paper's), or F_{T->I^} only
 # (erased images must still be found by text) or F_{I->T^} only (erased texts by images).
@@ -63,6 +65,7 @@ CHOICES = {
     "update": UPDATE_MODES,
     "image_head_pooling": IMAGE_HEAD_POOLINGS,
     "mask_estimator": MASK_ESTIMATORS,
+    "standardize_attention_modalities": STANDARDIZED_MODALITIES,
     "attention_objective": ATTENTION_OBJECTIVES,
     "hash_adversarial_terms": HASH_ADVERSARIAL_TERMS,
     "retrieval_view": RETRIEVAL_VIEWS,
@@ -232,6 +235,7 @@ class ModelConfig:
     image_head_pooling: str = "flatten"  # "flatten" (VGG fc6) | "average"
     mask_estimator: str = "logit"  # "logit" | "probability" (the literal reading)
     standardize_attention_scores: bool = False  # scores -> mean 0, std 1 before the softmax
+    standardize_attention_modalities: str = "both"  # | "image" | "text": whose scores, if on
     attention_objective: str = "adversarial_retrieval"  # | "adversarial" (the paper's game)
     adversarial_weight: float = 0.1  # the hashing player's weight on L_adv (the paper's: 1)
     hash_adversarial_terms: str = "both"  # the hashing player's terms of L_adv (paper: both)

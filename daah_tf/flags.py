@@ -28,6 +28,7 @@ from daah_tf.config import (
     RETRIEVAL_VIEWS,
     RULES,
     SIMILARITY_KINDS,
+    STANDARDIZED_MODALITIES,
     STRATEGIES,
     TEXT_RETRIEVAL_VIEWS,
     TEXT_WEIGHTINGS,
@@ -130,6 +131,10 @@ flags.DEFINE_bool("standardize_attention_scores", _MODEL.standardize_attention_s
                   "Standardize each attention's scores (mean 0, standard deviation 1 over the "
                   "positions or dimensions) before the softmax, so that the mask's share "
                   "follows the shape of the scores, not their scale (paper: false).")
+flags.DEFINE_enum("standardize_attention_modalities", _MODEL.standardize_attention_modalities,
+                  STANDARDIZED_MODALITIES,
+                  "With --standardize_attention_scores: whose attention scores are "
+                  "standardized, both modalities' or one's (the other's stay as they are).")
 flags.DEFINE_enum("attention_objective", _MODEL.attention_objective, ATTENTION_OBJECTIVES,
                   "What the attention player maximises: L_adv - L_ret (adversarial_retrieval) "
                   "or L_adv alone (adversarial, the paper's game).")
@@ -323,6 +328,7 @@ def config_from_flags():
         binary_ranking_share=FLAGS.binary_ranking_share,
         center_weight=FLAGS.center_weight,
         standardize_attention_scores=FLAGS.standardize_attention_scores,
+        standardize_attention_modalities=FLAGS.standardize_attention_modalities,
         attention_area_weight=FLAGS.attention_area_weight,
         freeze_backbone=_freeze(FLAGS.freeze_backbone, FLAGS.image_backbone,
                                 FLAGS.image_weights),

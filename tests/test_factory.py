@@ -86,3 +86,23 @@ def test_standardize_attention_scores_reaches_both_attentions(backbone, image_sh
     plain = build_model(_tiny_config(image_backbone=backbone), image_shape, text_dim=9)
     assert not plain.image_attention.standardize_scores
     assert not plain.text_attention.standardize_scores
+
+
+@pytest.mark.parametrize("modalities, image, text", [("image", True, False),
+                                                     ("text", False, True)])
+def test_standardize_attention_modalities_picks_whose_scores(modalities, image, text):
+    config = _tiny_config(standardize_attention_scores=True,
+                          standardize_attention_modalities=modalities)
+    model = build_model(config, (8, 8, 3), text_dim=9)
+    assert model.image_attention.standardize_scores == image
+    assert model.text_attention.standardize_scores == text
+    # The choice means nothing while the scores are not standardized at all.
+    plain = build_model(_tiny_config(standardize_attention_modalities=modalities), (8, 8, 3),
+                        text_dim=9)
+    assert not plain.image_attention.standardize_scores
+    assert not plain.text_attention.standardize_scores
+
+
+def test_standardize_attention_modalities_refuses_an_unknown_modality():
+    with pytest.raises(ValueError, match="standardize_attention_modalities"):
+        _tiny_config(standardize_attention_modalities="audio")

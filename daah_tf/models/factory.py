@@ -40,14 +40,17 @@ def build_model(config: ModelConfig, image_shape, text_dim):
     image_encoder.build(image_input)
     feature_shape = image_encoder.compute_output_shape(image_input)
     with_attention = config.attention == "adversarial"
+    standardize = {modality: config.standardize_attention_scores
+                   and config.standardize_attention_modalities in ("both", modality)
+                   for modality in ("image", "text")}
     model = DAAH(
         image_encoder=image_encoder,
         text_encoder=text_encoder,
         image_attention=(attention_for(feature_shape, config.mask_estimator,
-                                       config.standardize_attention_scores)
+                                       standardize["image"])
                          if with_attention else None),
         text_attention=(VectorAttention(estimator=config.mask_estimator,
-                                        standardize_scores=config.standardize_attention_scores)
+                                        standardize_scores=standardize["text"])
                         if with_attention else None),
         image_head=ImageHashHead(
             config.bits, hidden_units=config.image_hidden_units, dropout=config.dropout,

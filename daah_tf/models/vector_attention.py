@@ -18,7 +18,7 @@ class VectorAttention(keras.layers.Layer):
             `SpatialAttention`).
         estimator: where the threshold's straight-through gradient sits: "logit" (default) or
             "probability" (the literal reading); see `straight_through.attention_mask`.
-        standardize_scores: standardize the scores over the positions before the softmax
+        standardize_scores: standardize the scores over the d dimensions before the softmax
             (not in the paper; see `straight_through.attention_mask`).
         **kwargs: standard Layer arguments.
 

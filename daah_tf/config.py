@@ -218,6 +218,7 @@ class ModelConfig:
     image_backbone: str = "small_cnn"
     image_weights: str = "none"
     cnn_filters: tuple = (16, 32, 64)
+    cnn_pool_last_block: bool = False  # small_cnn: 12x12 cells at 48 px (True: 6x6)
     image_hidden_units: tuple = (512, 512)
     text_units: tuple = (512, 256)
     text_linear_path: bool = True  # f = MLP(x) + W x (paper: the MLP alone, False)
@@ -283,7 +284,7 @@ class TrainConfig:
 # runs had: a config.json without one was written before it existed and means this value (a
 # restored run must rebuild the network it trained, e.g. without the linear path's weights).
 ABSENT_MEANS = {
-    "model": {"text_linear_path": False, "center_weight": 0.0},
+    "model": {"text_linear_path": False, "center_weight": 0.0, "cnn_pool_last_block": True},
 }
 
 

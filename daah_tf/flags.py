@@ -84,6 +84,9 @@ flags.DEFINE_enum("freeze_backbone", "auto", ["auto", "true", "false"],
                   "(computed on the first run); auto: true for pretrained weights.")
 flags.DEFINE_list("cnn_filters", [str(f) for f in _MODEL.cnn_filters],
                   "small_cnn: filters per conv block.")
+flags.DEFINE_bool("cnn_pool_last_block", _MODEL.cnn_pool_last_block,
+                  "small_cnn: max-pool after the last conv block too (a map half as fine: 6x6 "
+                  "instead of 12x12 at --image_size=48).")
 flags.DEFINE_list("image_hidden_units", [str(u) for u in _MODEL.image_hidden_units],
                   "Image hash head: the two hidden layers (VGG fc6/fc7: 4096,4096).")
 flags.DEFINE_list("text_units", [str(u) for u in _MODEL.text_units],
@@ -310,7 +313,8 @@ def config_from_flags():
     )
     model = ModelConfig(
         bits=FLAGS.bits, image_backbone=FLAGS.image_backbone, image_weights=FLAGS.image_weights,
-        cnn_filters=ints(FLAGS.cnn_filters), image_hidden_units=ints(FLAGS.image_hidden_units),
+        cnn_filters=ints(FLAGS.cnn_filters), cnn_pool_last_block=FLAGS.cnn_pool_last_block,
+        image_hidden_units=ints(FLAGS.image_hidden_units),
         text_units=ints(FLAGS.text_units), text_linear_path=FLAGS.text_linear_path,
         dropout=FLAGS.dropout, attention=FLAGS.attention,
         adversarial=FLAGS.adversarial, attention_gradient=FLAGS.attention_gradient,

@@ -432,3 +432,24 @@ def test_an_unwritable_alias_folder_does_not_stop_the_run(tiny):
     folder, built = cache()
     assert built and cache() == (folder, False) and len(builds) == 1
     assert any("could not record the alias" in line for line in lines)
+
+
+def test_small_cnn_architecture_is_part_of_the_key_and_nothing_else_changes(tmp_path):
+    # A frozen small_cnn's features follow its blocks and pooling; a pretrained backbone's key
+    # must not move with small_cnn settings it does not have (its caches stay valid).
+    from daah_tf.data.auto_cache import cache_key
+    from daah_tf.data.folder import load_folder
+
+    _write_tiny_folder(tmp_path / "photos_folder")
+    data = load_folder(str(tmp_path / "photos_folder"))
+
+    def key(backbone, **settings):
+        model = ModelConfig(image_backbone=backbone, freeze_backbone=True, **settings)
+        return cache_key(data, model, TINY_SIZE, "none", by_contents=False)
+
+    fine = key("small_cnn", cnn_pool_last_block=False)
+    assert key("small_cnn", cnn_pool_last_block=True) != fine
+    assert key("small_cnn", cnn_pool_last_block=False, cnn_filters=(8, 16)) != fine
+    assert key("small_cnn", cnn_pool_last_block=False) == fine
+    assert (key("efficientnet_lite0", cnn_pool_last_block=True)
+            == key("efficientnet_lite0", cnn_pool_last_block=False, cnn_filters=(8,)))

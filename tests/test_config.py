@@ -83,16 +83,19 @@ def test_a_stored_config_that_breaks_a_rule_is_refused():
 
 
 def test_a_config_saved_before_a_setting_existed_keeps_that_runs_behaviour():
-    # Runs saved before --text_linear_path and --center_weight were written without them and
-    # trained without them: restoring one must rebuild that network, not today's default.
+    # Runs saved before --text_linear_path, --center_weight and --cnn_pool_last_block were
+    # written without them and trained without them (or, the last, with a pooled last block):
+    # restoring one must rebuild that network, not today's default.
     saved = json.loads(RunConfig().to_json())
     for name in config.ABSENT_MEANS["model"]:
         del saved["model"][name]
     old = RunConfig.from_json(json.dumps(saved))
     assert old.model.text_linear_path is False and old.model.center_weight == 0.0
+    assert old.model.cnn_pool_last_block is True
     assert old.model.bits == ModelConfig().bits  # the rest: today's defaults, as before
     today = RunConfig.from_json(RunConfig().to_json())
     assert today.model.text_linear_path is True and today.model.center_weight == 1.0
+    assert today.model.cnn_pool_last_block is False
 
 
 def test_old_modules_keep_their_names():

@@ -37,7 +37,8 @@ def cli_cache(tmp_path_factory):
                "--dataset=synthetic", f"--synthetic_pairs={PAIRS}",
                f"--synthetic_classes={CLASSES}", f"--image_size={SIZE}",
                "--image_backbone=small_cnn", "--image_weights=none",
-               f"--cnn_filters={','.join(map(str, FILTERS))}", "--batch_size=50",
+               f"--cnn_filters={','.join(map(str, FILTERS))}", "--cnn_pool_last_block",
+               "--batch_size=50",
                f"--out={out}"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
@@ -52,6 +53,7 @@ def test_cli_cache_holds_the_backbones_features(cli_cache):
     assert manifest["backbone"] == "small_cnn" and manifest["weights"] == "none"
     assert manifest["image_size"] == SIZE and manifest["rows"] == PAIRS
     assert manifest["feature_shape"] == [4, 4, 8] and manifest["feature_dtype"] == "float16"
+    assert manifest["cnn_filters"] == list(FILTERS) and manifest["cnn_pool_last_block"] is True
     # no temporary folder left beside the cache
     assert os.listdir(os.path.dirname(cli_cache)) == [os.path.basename(cli_cache)]
 

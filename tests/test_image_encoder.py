@@ -21,6 +21,21 @@ def test_precomputed_image_encoder_is_identity():
     np.testing.assert_array_equal(ImageEncoder(backbone="precomputed")(features), features)
 
 
+@pytest.mark.parametrize("pool_last_block, side", [(True, 4), (False, 8)])
+def test_small_cnn_last_block_pools_only_when_asked(pool_last_block, side):
+    # Two blocks on 16x16 images: 4x4 cells with every block pooled, 8x8 without the last
+    # pool. The layer's own default pools every block, so layers saved before the setting
+    # existed rebuild as they were trained.
+    encoder = ImageEncoder(backbone="small_cnn", cnn_filters=(4, 8),
+                           cnn_pool_last_block=pool_last_block)
+    images = np.random.default_rng(3).uniform(0, 255, size=(2, 16, 16, 3)).astype(np.float32)
+    assert encoder(images).shape == (2, side, side, 8)
+    config = encoder.get_config()
+    assert config["cnn_pool_last_block"] is pool_last_block
+    assert ImageEncoder.from_config(config).cnn_pool_last_block is pool_last_block
+    assert ImageEncoder(backbone="small_cnn").cnn_pool_last_block is True
+
+
 def test_vgg19_random_weights_build_at_32x32():
     encoder = ImageEncoder(backbone="vgg19", weights="none")
     encoder.build((None, 32, 32, 3))

@@ -53,7 +53,8 @@ def test_a_run_saved_before_a_default_changed_is_refused_with_the_flags_that_res
         run_directory.prepare(config, "")
     message = str(error.value)
     assert "model.text_linear_path: False -> True" in message
-    assert "resumes with --notext_linear_path --center_weight=0 added" in message
+    assert ("resumes with --notext_linear_path --center_weight=0 --cnn_pool_last_block added"
+            in message)
     older = dataclasses.replace(config, model=dataclasses.replace(
-        config.model, text_linear_path=False, center_weight=0.0))
+        config.model, text_linear_path=False, center_weight=0.0, cnn_pool_last_block=True))
     assert run_directory.prepare(older, "")  # the hint's flags resume it

@@ -50,6 +50,7 @@ def _model(case, image_shape, text_dim, precomputed, frozen=False):
 
     config = ModelConfig(bits=32, image_backbone="precomputed" if precomputed else case["backbone"],
                          image_weights="none", cnn_filters=case["filters"],
+                         cnn_pool_last_block=True,  # as the README's numbers were measured
                          image_hidden_units=(512, 512), text_units=(512, 256))
     model = build_model(config, image_shape, text_dim)
     if frozen:  # before compile: the hash optimizer is built without the backbone's weights

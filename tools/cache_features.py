@@ -40,6 +40,8 @@ flags.DEFINE_string("image_weights", "imagenet",
                     "Pretrained backbones: imagenet, none, or a local weights file; "
                     "small_cnn: none.")
 flags.DEFINE_list("cnn_filters", ["16", "32", "64"], "small_cnn: filters per conv block.")
+flags.DEFINE_bool("cnn_pool_last_block", False,
+                  "small_cnn: max-pool after the last conv block too (as the train flag).")
 flags.DEFINE_integer("image_size", 224, "Side of the square images fed to the backbone.",
                      lower_bound=16)
 flags.DEFINE_string("out", None, "The cache folder to create.")
@@ -89,7 +91,8 @@ def main(argv):
                             skip_bad_rows=FLAGS.skip_bad_rows, num_pairs=FLAGS.synthetic_pairs,
                             num_classes=FLAGS.synthetic_classes, image_size=FLAGS.image_size)
         encoder = build_backbone(FLAGS.image_backbone, FLAGS.image_weights, FLAGS.image_size,
-                                 tuple(int(f) for f in FLAGS.cnn_filters), seed=FLAGS.seed)
+                                 tuple(int(f) for f in FLAGS.cnn_filters), seed=FLAGS.seed,
+                                 cnn_pool_last_block=FLAGS.cnn_pool_last_block)
         print(f"Caching {len(data)} images of {data.name} through {FLAGS.image_backbone} at "
               f"{FLAGS.image_size}x{FLAGS.image_size} into {FLAGS.out}", flush=True)
         manifest = write_feature_cache(

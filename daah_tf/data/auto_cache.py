@@ -138,6 +138,11 @@ def cache_key(data: PairedDataset, model_config, image_size, weights_identity, b
         "weights": weights_identity,
         "image_size": int(image_size),
     }
+    if model_config.image_backbone == "small_cnn":
+        # Its architecture is a setting, not part of the weights' identity (pretrained
+        # backbones have theirs fixed); other backbones' keys stay as they were.
+        parts["small_cnn"] = {"filters": list(model_config.cnn_filters),
+                              "pool_last_block": bool(model_config.cnn_pool_last_block)}
     if not by_contents:
         parts["images_by"] = "stat"  # a stat key never equals a content key
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()

@@ -219,6 +219,8 @@ def write_feature_cache(data: PairedDataset, out_dir, encoder, image_size, *, ba
             "backbone": encoder.backbone,
             "weights": str(encoder.weights_source),
             "cnn_filters": list(encoder.cnn_filters) if encoder.backbone == "small_cnn" else None,
+            "cnn_pool_last_block": (encoder.cnn_pool_last_block
+                                    if encoder.backbone == "small_cnn" else None),
             "seed": int(seed),
             "image_size": int(image_size),
             "feature_shape": list(feature_shape),

@@ -41,12 +41,15 @@ def frozen_backbone(model_config, image_size):
     mode and not trainable: what a cached run's features come from.
 
     Args:
-        model_config: a ModelConfig (image_backbone, image_weights, cnn_filters).
+        model_config: a ModelConfig (image_backbone, image_weights, cnn_filters,
+            cnn_pool_last_block).
         image_size: S.
     """
     encoder = ImageEncoder(backbone=model_config.image_backbone,
                            weights=model_config.image_weights,
-                           cnn_filters=model_config.cnn_filters, name="frozen_backbone")
+                           cnn_filters=model_config.cnn_filters,
+                           cnn_pool_last_block=model_config.cnn_pool_last_block,
+                           name="frozen_backbone")
     encoder.build((None, image_size, image_size, 3))
     encoder.trainable = False
     return encoder
@@ -66,7 +69,8 @@ def weights_identity(backbone, weights):
     return f"{os.path.abspath(weights)}:{status.st_size}:{status.st_mtime_ns}"
 
 
-def build_backbone(backbone, weights, image_size, cnn_filters=(32, 64, 128), seed=0):
+def build_backbone(backbone, weights, image_size, cnn_filters=(32, 64, 128), seed=0,
+                   cnn_pool_last_block=True):
     """The ImageEncoder whose output tools/cache_features.py caches, built for (S, S, 3) images.
 
     Args:
@@ -77,6 +81,7 @@ def build_backbone(backbone, weights, image_size, cnn_filters=(32, 64, 128), see
         image_size: S.
         cnn_filters: small_cnn's filters per block.
         seed: seed of randomly initialised weights.
+        cnn_pool_last_block: whether small_cnn's last block max-pools (`ImageEncoder`).
 
     Returns:
         A built `ImageEncoder`: (B, S, S, 3) float in [0, 255] -> (B, h, w, c).
@@ -88,6 +93,6 @@ def build_backbone(backbone, weights, image_size, cnn_filters=(32, 64, 128), see
         raise ValueError("small_cnn has no pretrained weights: use --image_weights=none")
     keras.utils.set_random_seed(seed)
     encoder = ImageEncoder(backbone=backbone, weights=weights, cnn_filters=cnn_filters,
-                           name="image_encoder")
+                           cnn_pool_last_block=cnn_pool_last_block, name="image_encoder")
     encoder.build((None, image_size, image_size, 3))
     return encoder

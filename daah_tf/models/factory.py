@@ -32,6 +32,7 @@ def build_model(config: ModelConfig, image_shape, text_dim):
         backbone=config.image_backbone,
         weights=config.image_weights,
         cnn_filters=config.cnn_filters,
+        cnn_pool_last_block=config.cnn_pool_last_block,
         name="image_encoder",
     )
     text_encoder = TextEncoder(units=config.text_units, dropout=config.dropout,

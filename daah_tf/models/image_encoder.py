@@ -90,7 +90,12 @@ class ImageEncoder(keras.layers.Layer):
             machines; efficientnet_lite0: a .weights.h5). keras.applications' "imagenet" is a
             download; efficientnet_lite0's is the packaged checkpoint, converted once and
             cached.
-        cnn_filters: filters per block of small_cnn; each block is conv3x3-ReLU-maxpool2.
+        cnn_filters: filters per block of small_cnn; each block is conv3x3-ReLU-maxpool2,
+            the last block without its max-pool when cnn_pool_last_block is False.
+        cnn_pool_last_block: whether small_cnn's last block max-pools too (True: an S/2^n map
+            for n blocks; False: S/2^(n-1), twice as fine, so that the attention's cells are
+            smaller than the objects it should find). True here keeps layers saved before the
+            setting existed loadable; `ModelConfig.cnn_pool_last_block` defaults to False.
         **kwargs: standard Layer arguments.
 
     Reference: Zhang, Lai, Feng, "Attention-aware Deep Adversarial Hashing for Cross-Modal
@@ -102,6 +107,7 @@ class ImageEncoder(keras.layers.Layer):
         backbone="small_cnn",
         weights="none",
         cnn_filters=(32, 64, 128),
+        cnn_pool_last_block=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -110,6 +116,7 @@ class ImageEncoder(keras.layers.Layer):
         self.backbone = backbone
         self.weights_source = weights
         self.cnn_filters = tuple(cnn_filters)
+        self.cnn_pool_last_block = bool(cnn_pool_last_block)
         self.network = None
 
     def build(self, input_shape):
@@ -126,7 +133,8 @@ class ImageEncoder(keras.layers.Layer):
                         filters, 3, padding="same", activation="relu", name=f"conv{index + 1}"
                     )
                 )
-                blocks.append(keras.layers.MaxPooling2D(2, name=f"pool{index + 1}"))
+                if self.cnn_pool_last_block or index < len(self.cnn_filters) - 1:
+                    blocks.append(keras.layers.MaxPooling2D(2, name=f"pool{index + 1}"))
             self.network = keras.Sequential(blocks, name="small_cnn")
             self.network.build(tuple(input_shape))
 
@@ -153,6 +161,7 @@ class ImageEncoder(keras.layers.Layer):
             backbone=self.backbone,
             weights=self.weights_source,
             cnn_filters=self.cnn_filters,
+            cnn_pool_last_block=self.cnn_pool_last_block,
         )
         return config
 

@@ -85,12 +85,14 @@ def test_report_writes_mean_std_table_floor_and_pr_figure(smoke_report):
             assert 0.0 <= mean <= 1.0 and 0.0 <= std <= 1.0, row
     # Synthetic data is drawn from the seed: the report says the splits differ.
     assert "splits differ between seeds" in text
-    # Attended shares for daah (both modalities), bit balances, IoU with the object boxes and
-    # its three references (random, every touched cell, the best cell mask).
+    # Attended shares for daah (both modalities; last epoch, then the selected model's on the
+    # query set), bit balances, IoU with the object boxes and its three references (random,
+    # every touched cell, the best cell mask).
     diagnostics = {r.split("|")[1].strip(): r for r in _rows(text, "Attention and codes")[1:]}
     daah = diagnostics["DAAH (`daah`)"].strip("|").split("|")
-    assert len(daah) == 10 and all("±" in v for v in daah[2:]), daah
-    random_iou, touched_iou, best_iou = (float(v.split("±")[0]) for v in daah[7:])
+    assert len(daah) == 12 and all("±" in v for v in daah[2:]), daah
+    assert all(0.0 < float(v.split("±")[0]) <= 1.0 for v in daah[6:8]), daah
+    random_iou, touched_iou, best_iou = (float(v.split("±")[0]) for v in daah[9:])
     assert random_iou <= best_iou and touched_iou <= best_iou <= 1.0, daah
     assert "`floor`" not in "".join(diagnostics)
     # DAAH minus each other method, per seed: mean ± standard error (k/n seeds at or above).

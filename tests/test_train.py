@@ -57,6 +57,9 @@ def test_smoke_run_writes_every_artefact(smoke_run):
         assert 0.0 <= metrics[f"bit_balance_{modality}"] <= 1.0
         assert 1 <= metrics[f"distinct_codes_{modality}"] <= metrics["num_database"]
     assert "bit balance image" in stdout
+    for modality in ("image", "text"):  # the selected model's masks on the query set
+        assert 0.0 < metrics[f"attended_share_{modality}"] <= 1.0
+    assert "attended share (query set): image" in stdout
     assert metrics["best_epoch"] in (1, 2) and metrics["selected_on"] == "validation"
     splits = json.load(open(os.path.join(model_dir, "splits.json")))
     assert not set(splits["validation"]) & set(splits["query"])

@@ -137,7 +137,9 @@ def report_markdown(args, cells, labels, command_line, figure_path, started_at):
     lines += ["", "## Attention and codes at the last epoch", "",
               "Share of attended image and text feature dimensions (cells) and bit balance (mean "
               "over bits of |batch mean of sign(H)|: 0 balanced, 1 constant codes), training "
-              "batches of the last epoch. Where the dataset has object boxes: mean IoU, over "
+              "batches of the last epoch; the selected model's shares: its masks on the query "
+              "set (the checkpoint the numbers above come from). Where the dataset has object "
+              "boxes: mean IoU, over "
               "the query images, between the attended cells of the image mask (upsampled to "
               "pixels) and the union of the object boxes, against random masks with as many "
               "attended cells. `no_adversarial` keeps the attention layer at its random initial "

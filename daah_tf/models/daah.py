@@ -314,6 +314,12 @@ class DAAH(keras.Model):
             raise ValueError("this model has no attention (the no-attention ablation)")
         return self.image_attention(self.image_encoder(images))[2]
 
+    def text_mask(self, bag_of_words):
+        """(B, V) bag-of-words -> the text attention mask Z (B, d), float32 {0,1}."""
+        if self.text_attention is None:
+            raise ValueError("this model has no attention (the no-attention ablation)")
+        return self.text_attention(self.text_encoder(bag_of_words))[2]
+
     # ---------------------------------------------------------------------------------- losses
     def compute_losses(self, outputs, labels):
         """The hashing player's loss terms (`objectives`) from the outputs of `_attend_and_hash`.

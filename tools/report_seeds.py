@@ -212,30 +212,27 @@ def diagnostics_table(cells, methods, bits_list, labels, seeds):
     attended shares on the query set (runs that record them), and the mask / object IoU
     where the dataset has object boxes, beside a random mask of the same size, the mask of every
     cell an object touches and the best mask of these cells (diagnostics.reference_cell_ious)."""
-    iou_names = ("mask_iou", "random_mask_iou", "touched_cells_iou", "best_cells_iou")
-    selected_names = ("attended_share_image", "attended_share_text")
-    with_iou = any("mask_iou" in (c["metrics"] or {}) for c in cells)
-    with_selected = any("attended_share_image" in (c["metrics"] or {}) for c in cells)
+    # Columns from metrics.json, each group shown when some run has it: (key, title).
+    groups = (
+        (("attended_share_image", "selected model: attended image (query)"),
+         ("attended_share_text", "selected model: attended text (query)")),
+        (("mask_iou", "mask / object IoU"), ("random_mask_iou", "random mask IoU"),
+         ("touched_cells_iou", "every touched cell IoU"),
+         ("best_cells_iou", "best cell mask IoU")),
+    )
+    columns = [column for group in groups
+               if any(group[0][0] in (c["metrics"] or {}) for c in cells) for column in group]
     header = ("| method | bits | attended image | attended text | bit balance image | "
-              "bit balance text |")
-    header += (" selected model: attended image (query) | selected model: attended text "
-               "(query) |") if with_selected else ""
-    header += (" mask / object IoU | random mask IoU | every touched cell IoU | best cell mask "
-               "IoU |") if with_iou else ""
-    columns = 4 + (2 if with_selected else 0) + (4 if with_iou else 0)
-    lines = [header, "|---|---:|" + "---:|" * columns]
+              "bit balance text |" + "".join(f" {title} |" for _, title in columns))
+    lines = [header, "|---|---:|" + "---:|" * (len(LOG_STATISTICS) + len(columns))]
     for bits in bits_list:
         for method in methods:
             if method == FLOOR or not _values(cells, method, bits, "i2t_map"):
                 continue
             row = [fmt_mean_std(_values(cells, method, bits, name, "statistics"), len(seeds), 3)
                    for name in LOG_STATISTICS]
-            if with_selected:
-                row += [fmt_mean_std(_values(cells, method, bits, name), len(seeds), 3)
-                        for name in selected_names]
-            if with_iou:
-                row += [fmt_mean_std(_values(cells, method, bits, name), len(seeds), 3)
-                        for name in iou_names]
+            row += [fmt_mean_std(_values(cells, method, bits, key), len(seeds), 3)
+                    for key, _ in columns]
             lines.append(f"| {labels[method]} (`{method}`) | {bits} | " + " | ".join(row) + " |")
     return lines
 
